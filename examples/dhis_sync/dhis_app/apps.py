@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class DhisAppConfig(AppConfig):
+    name = "dhis_app"

@@ -1,0 +1,57 @@
+"""The guide's five Celery tasks. Each is idempotent: running one twice records one run."""
+
+import socket
+import time
+from datetime import timedelta
+
+from celery import shared_task
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from dhis_app.models import SyncConfig, SyncRun
+
+from .sync import run_sync
+
+
+@shared_task(bind=True)
+def celery_trigger_auto_sync(self, config_id: int | None = None, work_seconds: float = 0.0) -> dict:
+    if work_seconds:
+        time.sleep(work_seconds)  # stands for the HTTP round trips to a DHIS2 server
+    return run_sync(config_id, self.request.id, "celery", self.request.hostname or "")
+
+
+@shared_task(bind=True)
+def celery_monitor_and_sync(self, config_id: int) -> dict:
+    config = SyncConfig.objects.filter(pk=config_id, enabled=True).first()
+    if config is None:
+        return {"config": config_id, "synced": False}
+    return run_sync(config.pk, self.request.id, "celery", self.request.hostname or "")
+
+
+@shared_task
+def celery_monitor_all_configs() -> list[int]:
+    ids = list(SyncConfig.objects.filter(enabled=True).values_list("pk", flat=True))
+    for config_id in ids:
+        celery_monitor_and_sync.delay(config_id)
+    return ids
+
+
+@shared_task
+def celery_cleanup_dead_tasks(max_age_days: int = 30) -> int:
+    deleted, _ = SyncRun.objects.filter(created__lt=timezone.now() - timedelta(days=max_age_days)).delete()
+    return deleted
+
+
+@shared_task(bind=True)
+def celery_health_check(self) -> dict:
+    probe = f"health:{self.request.id}"
+    cache.set(probe, "ok", timeout=60)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {
+        "status": "ok" if cache.get(probe) == "ok" else "cache-failed",
+        "worker": self.request.hostname,
+        "host": socket.gethostname(),
+        "cache": type(cache).__module__,
+    }
