@@ -1,7 +1,7 @@
 import time
 import uuid
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -16,7 +16,7 @@ def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
             "backend": "celery" if celery_enabled() else "threads",
-            "cache": f"{type(cache).__module__}.{type(cache).__name__}",
+            "cache": f"{type(caches['default']).__module__}.{type(caches['default']).__name__}",
             "cache_roundtrip": cache.get(probe) == "ok",
             "runs": SyncRun.objects.count(),
         }
@@ -38,3 +38,11 @@ def health(request: HttpRequest) -> JsonResponse:
 def trigger(request: HttpRequest, config_id: int) -> JsonResponse:
     SyncConfig.objects.get_or_create(pk=config_id, defaults={"name": f"config-{config_id}"})
     return JsonResponse(trigger_auto_sync(config_id))
+
+
+def result(request: HttpRequest, task_id: str) -> JsonResponse:
+    """Wait for a task sent by trigger() and return what it returned."""
+    from celery.result import AsyncResult
+
+    value = AsyncResult(task_id).get(timeout=float(request.GET.get("timeout", 10)))
+    return JsonResponse({"id": task_id, "result": value})

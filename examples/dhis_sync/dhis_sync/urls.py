@@ -6,4 +6,5 @@ urlpatterns = [
     path("status/", views.status),
     path("health/", views.health),
     path("sync/<int:config_id>/", views.trigger),
+    path("result/<str:task_id>/", views.result),
 ]

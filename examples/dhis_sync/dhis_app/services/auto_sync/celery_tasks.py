@@ -14,11 +14,15 @@ from dhis_app.models import SyncConfig, SyncRun
 from .sync import run_sync
 
 
+def _queue(task) -> str:
+    return (task.request.delivery_info or {}).get("routing_key") or ""
+
+
 @shared_task(bind=True)
 def celery_trigger_auto_sync(self, config_id: int | None = None, work_seconds: float = 0.0) -> dict:
     if work_seconds:
         time.sleep(work_seconds)  # stands for the HTTP round trips to a DHIS2 server
-    return run_sync(config_id, self.request.id, "celery", self.request.hostname or "")
+    return run_sync(config_id, self.request.id, "celery", self.request.hostname or "", _queue(self))
 
 
 @shared_task(bind=True)
@@ -26,7 +30,7 @@ def celery_monitor_and_sync(self, config_id: int) -> dict:
     config = SyncConfig.objects.filter(pk=config_id, enabled=True).first()
     if config is None:
         return {"config": config_id, "synced": False}
-    return run_sync(config.pk, self.request.id, "celery", self.request.hostname or "")
+    return run_sync(config.pk, self.request.id, "celery", self.request.hostname or "", _queue(self))
 
 
 @shared_task

@@ -13,7 +13,7 @@ from django.db.models import F
 from dhis_app.models import SyncConfig, SyncRun
 
 
-def run_sync(config_id: int | None, key: str, backend: str, worker: str = "") -> dict:
+def run_sync(config_id: int | None, key: str, backend: str, worker: str = "", queue: str = "") -> dict:
     config = SyncConfig.objects.filter(pk=config_id).first() if config_id else None
     with transaction.atomic():
         run, created = SyncRun.objects.get_or_create(
@@ -23,4 +23,4 @@ def run_sync(config_id: int | None, key: str, backend: str, worker: str = "") ->
         if not created:
             SyncRun.objects.filter(pk=run.pk).update(runs=F("runs") + 1)
     cache.set(f"dhis_sync:last_run:{config_id}", key, timeout=3600)
-    return {"run": run.pk, "key": key, "backend": backend, "worker": run.worker, "first": created}
+    return {"run": run.pk, "key": key, "backend": backend, "worker": run.worker, "queue": queue, "first": created}
