@@ -1,0 +1,61 @@
+# Two entry points do all set-up on a fresh Debian 12 machine (root, no Docker Hub, no Galaxy):
+#   make demo   one throwaway systemd container "dhis-celery-demo" running the whole stack
+#   make test   lint, controller-side tests and every Molecule scenario
+# Both reuse what an earlier run built (.venv, the Docker engine, the local images).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+SUITES := bookworm trixie
+SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+
+.PHONY: all setup venv docker images lint unit test molecule demo demo-clean clean help
+
+help:
+	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+docker:
+	bash scripts/ensure-docker.sh
+
+images: docker
+	@for suite in $(SUITES); do bash scripts/build-image.sh $$suite; done
+
+setup: venv images
+
+lint: venv
+	yamllint -s .
+	ansible-lint -q
+	ruff check .
+	ruff format --check .
+
+unit: venv
+	pytest -q tests
+
+molecule: setup
+	@set -e; for scenario in $(or $(SCENARIO),$(SCENARIOS)); do \
+	  echo "== molecule test -s $$scenario"; start=$$(date +%s); \
+	  molecule test -s $$scenario; \
+	  echo "== $$scenario took $$(( $$(date +%s) - start )) s"; \
+	done
+
+test: lint unit molecule
+
+demo: setup
+	bash scripts/demo.sh
+
+demo-clean:
+	-docker rm -f dhis-celery-demo
+
+clean: demo-clean
+	-for scenario in $(SCENARIOS); do molecule destroy -s $$scenario; done
