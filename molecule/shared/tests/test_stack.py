@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import admin_redis, app_redis, django, http, redis, run, setting, wait_for, web
+from dhis_testlib import admin_redis, app_redis, django, http, redis, run, setting, wait_for, web
 
 BROKER, CACHE = 6379, 6380
 UNITS = [

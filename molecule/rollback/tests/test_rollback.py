@@ -1,0 +1,69 @@
+"""A host rolled back with playbooks/rollback.yml: threads again, nothing lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dhis_testlib import admin_redis, http, project_sql, run, wait_for, web
+
+CELERY_UNITS = ["celery-worker@default", "celery-beat", "celery-flower", "celery.target"]
+
+
+@pytest.mark.parametrize("unit", CELERY_UNITS)
+def test_celery_unit_is_stopped_and_disabled(host: Any, unit: str) -> None:
+    assert host.run(f"systemctl is-active {unit}").stdout.strip() != "active"
+    assert host.run(f"systemctl is-enabled {unit}").stdout.strip() in {"", "disabled", "not-found"}
+
+
+def test_no_celery_process_runs(host: Any) -> None:
+    assert "celery" not in run(host, "ps -eo args")
+
+
+def test_web_is_back_on_threads_and_the_local_memory_cache(host: Any) -> None:
+    status = web(host, "/status/")
+    assert status["backend"] == "threads"
+    assert status["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert status["cache_roundtrip"] is True
+
+
+def test_a_sync_triggered_from_the_web_runs_in_a_thread(host: Any) -> None:
+    sent = web(host, "/sync/5/", method="POST")
+    assert sent["backend"] == "threads" and sent["id"].startswith("thread-")
+    sql = f"SELECT count(*) FROM dhis_app_syncrun WHERE key = '{sent['id']}' AND backend = 'threads'"
+    assert wait_for(lambda: project_sql(host, sql) == "1", timeout=15)
+
+
+def test_web_unit_no_longer_selects_the_role_settings(host: Any) -> None:
+    assert "dhis-celery" not in run(host, "systemctl show dhis-sync-web.service -p EnvironmentFiles -p DropInPaths")
+
+
+def test_periodic_tasks_are_kept(host: Any) -> None:
+    sql = "SELECT count(*) FROM django_celery_beat_periodictask WHERE name = 'rollback-keeps-me'"
+    assert project_sql(host, sql) == "1"
+
+
+def test_task_results_are_kept(host: Any) -> None:
+    assert int(project_sql(host, "SELECT count(*) FROM django_celery_results_taskresult")) >= 3
+
+
+def test_redis_stays_installed_and_running(host: Any) -> None:
+    assert host.service("redis-server").is_running
+    assert admin_redis(host, 6379, "PING") == "PONG"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/dhis-celery",
+        "/usr/local/bin/dhis-celery",
+        "/etc/systemd/system/celery-worker@.service",
+        "/etc/systemd/system/dhis-sync-web.service.d/dhis-celery.conf",
+    ],
+)
+def test_role_files_are_gone(host: Any, path: str) -> None:
+    assert not host.file(path).exists
+
+
+def test_flower_no_longer_answers(host: Any) -> None:
+    assert http(host, "/", port=5555)[0] == 0

@@ -1,0 +1,116 @@
+"""Helpers shared by the testinfra suites of every scenario (imported by each conftest.py).
+
+Tests talk to the converged hosts the way a user would: HTTP to the example app, redis-cli,
+systemctl, celery through the role's own command. On failure the Celery journal is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles/dhis_celery/defaults/main.yml"
+ENV_FILE = "/etc/dhis_sync/dhis_sync.env"
+
+
+def setting(host: Any, name: str) -> Any:
+    """A role variable as the scenario sets it, else the role's (plain) default."""
+    variables = host.ansible.get_variables()
+    if name in variables:
+        return variables[name]
+    return yaml.safe_load(ROLE_DEFAULTS.read_text())[name]
+
+
+def run(host: Any, command: str, env: dict[str, str] | None = None) -> str:
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    result = host.run(f"{prefix} {command}" if prefix else command)
+    assert result.rc == 0, f"{command!r} failed ({result.rc}): {result.stderr or result.stdout}"
+    return result.stdout
+
+
+def http(host: Any, path: str, method: str = "GET", auth: str = "", port: int = 8000) -> tuple[int, str]:
+    """(status, body) of a request made on the host itself."""
+    user = f"-u {shlex.quote(auth)}" if auth else ""
+    out = host.run(
+        f"curl -s --max-time 30 -X {method} {user} -w '\\n%{{http_code}}' http://127.0.0.1:{port}{path}"
+    ).stdout
+    body, _, status = out.rpartition("\n")
+    return int(status or 0), body
+
+
+def web(host: Any, path: str, method: str = "GET") -> dict:
+    status, body = http(host, path, method)
+    assert status == 200, f"{method} {path} answered {status}: {body[:500]}"
+    return json.loads(body)
+
+
+def redis(host: Any, port: int, *args: str, user: str = "", password: str = "") -> str:
+    """redis-cli as a given ACL user (the password travels in REDISCLI_AUTH, not argv)."""
+    auth = f"--user {shlex.quote(user)}" if user else ""
+    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    quoted = " ".join(shlex.quote(a) for a in args)
+    return host.run(f"{env}redis-cli --no-auth-warning -p {port} {auth} {quoted}").stdout.strip()
+
+
+def app_redis(host: Any, port: int, *args: str) -> str:
+    return redis(
+        host,
+        port,
+        *args,
+        user=setting(host, "dhis_celery_redis_user"),
+        password=setting(host, "dhis_celery_redis_password"),
+    )
+
+
+def admin_redis(host: Any, port: int, *args: str) -> str:
+    return redis(
+        host,
+        port,
+        *args,
+        user=setting(host, "dhis_celery_redis_admin_user"),
+        password=setting(host, "dhis_celery_redis_admin_password"),
+    )
+
+
+def django(host: Any, code: str) -> str:
+    """Run Python in the project with the role's settings, as the application user."""
+    script = "import django; django.setup()\n" + code
+    return run(host, f"dhis-celery python -c {shlex.quote(script)}")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+def project_sql(host: Any, sql: str) -> str:
+    """Run SQL through the project's own settings (no role files needed: works after a rollback)."""
+    code = f"from django.db import connection\nc = connection.cursor(); c.execute({sql!r}); print(c.fetchone()[0])"
+    user, app = setting(host, "dhis_celery_user"), setting(host, "dhis_celery_app_dir")
+    out = run(
+        host,
+        f"cd {app} && set -a && . {ENV_FILE} && set +a && runuser -u {user} -- "
+        f"venv/bin/python manage.py shell -c {shlex.quote(code)}",
+    )
+    return out.strip().splitlines()[-1]  # Django 5.2's shell first prints what it imported
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    host = item.funcargs.get("host") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and host is not None:
+        journal = host.run("journalctl --no-pager -n 60 -u 'celery*' -u 'redis*' -u 'dhis-sync*'").stdout
+        report.sections.append(("journal of the Celery, Redis and web units", journal))
