@@ -7,7 +7,10 @@ systemctl, celery through the role's own command. On failure the Celery journal 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles/dhis_celery/defaults/main.yml"
+ROOT = Path(__file__).resolve().parents[3]
+ROLE_DEFAULTS = ROOT / "roles/dhis_celery/defaults/main.yml"
 ENV_FILE = "/etc/dhis_sync/dhis_sync.env"
 
 
@@ -104,6 +108,40 @@ def project_sql(host: Any, sql: str) -> str:
         f"venv/bin/python manage.py shell -c {shlex.quote(code)}",
     )
     return out.strip().splitlines()[-1]  # Django 5.2's shell first prints what it imported
+
+
+def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
+    """ansible-playbook from the controller against one host of the scenario's inventory."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(extra, f)
+    try:
+        return subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                os.environ["MOLECULE_INVENTORY_FILE"],
+                "--limit",
+                host_name,
+                str(ROOT / playbook),
+                "-e",
+                f"@{f.name}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+        )
+    finally:
+        os.unlink(f.name)
+
+
+@pytest.fixture
+def first_host(host: Any) -> Any:
+    """The host fixture, on the first platform only (for checks that cost a playbook run)."""
+    if host.backend.get_hostname() != sorted(host.ansible.get_variables()["groups"]["all"])[0]:
+        pytest.skip("checked on the first platform only")
+    return host
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,106 @@
+"""Bad input is refused before anything on the host changes, with a message naming the variable.
+
+Each case runs playbooks/site.yml against the converged host with one invalid variable set.
+The play must fail, report changed=0, and leave the role's files and the units' states
+byte-identical. Runs against the first platform only (the checks are platform-independent).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from dhis_testlib import play
+
+W = {"name": "default", "queues": ["celery", "sync", "monitor"]}
+
+# (id, extra vars, variable the message must name)
+CASES: list[tuple[str, dict, str]] = [
+    ("state-unknown", {"dhis_celery_state": "maybe"}, "dhis_celery_state"),
+    ("no-workers", {"dhis_celery_workers": []}, "dhis_celery_workers"),
+    ("worker-name-invalid", {"dhis_celery_workers": [{**W, "name": "bad name!"}]}, "dhis_celery_workers"),
+    ("worker-names-duplicate", {"dhis_celery_workers": [W, W]}, "dhis_celery_workers"),
+    ("concurrency-zero", {"dhis_celery_workers": [{**W, "concurrency": 0}]}, "concurrency"),
+    ("concurrency-not-a-number", {"dhis_celery_workers": [{**W, "concurrency": "many"}]}, "concurrency"),
+    ("pool-unknown", {"dhis_celery_workers": [{**W, "pool": "fork"}]}, "pool"),
+    ("worker-without-queues", {"dhis_celery_workers": [{"name": "default"}]}, "queues"),
+    ("queue-routed-not-consumed", {"dhis_celery_task_routes": {"x.report": {"queue": "reports"}}}, "reports"),
+    ("redis-port-out-of-range", {"dhis_celery_redis_port": 70000}, "dhis_celery_redis_port"),
+    ("flower-port-zero", {"dhis_celery_flower_port": 0}, "dhis_celery_flower_port"),
+    ("cache-port-is-broker-port", {"dhis_celery_redis_cache_port": 6379}, "dhis_celery_redis_cache_port"),
+    ("visibility-below-time-limit", {"dhis_celery_visibility_timeout": 600}, "dhis_celery_visibility_timeout"),
+    ("soft-limit-above-hard", {"dhis_celery_task_soft_time_limit": 4000}, "dhis_celery_task_soft_time_limit"),
+    ("redis-password-unset", {"dhis_celery_redis_password": ""}, "dhis_celery_redis_password"),
+    ("redis-password-short", {"dhis_celery_redis_password": "abc"}, "dhis_celery_redis_password"),
+    (
+        "admin-password-same",
+        {"dhis_celery_redis_admin_password": "test-app-password-0123456789"},
+        "dhis_celery_redis_admin_password",
+    ),
+    ("flower-without-users", {"dhis_celery_flower_users": []}, "dhis_celery_flower_users"),
+    (
+        "flower-password-short",
+        {"dhis_celery_flower_users": [{"name": "ops", "password": "short"}]},
+        "dhis_celery_flower_users",
+    ),
+    (
+        "flower-user-with-colon",
+        {"dhis_celery_flower_users": [{"name": "a:b", "password": "long-enough-pass"}]},
+        "dhis_celery_flower_users",
+    ),
+    ("app-dir-without-manage-py", {"dhis_celery_app_dir": "/srv"}, "dhis_celery_app_dir"),
+    ("app-dir-relative", {"dhis_celery_app_dir": "srv/dhis_sync"}, "dhis_celery_app_dir"),
+    ("venv-without-python", {"dhis_celery_venv_dir": "/opt/nothing"}, "dhis_celery_venv_dir"),
+    (
+        "settings-do-not-import",
+        {"dhis_celery_django_settings_module": "dhis_sync.settingz"},
+        "dhis_celery_django_settings_module",
+    ),
+    ("user-missing", {"dhis_celery_user": "nosuchuser"}, "dhis_celery_user"),
+    (
+        "environment-file-missing",
+        {"dhis_celery_environment_files": ["/etc/nothing.env"]},
+        "dhis_celery_environment_files",
+    ),
+    ("result-backend-unknown", {"dhis_celery_result_backend": "memcached"}, "dhis_celery_result_backend"),
+    ("appendfsync-unknown", {"dhis_celery_redis_appendfsync": "sometimes"}, "dhis_celery_redis_appendfsync"),
+    (
+        "settings-module-name-invalid",
+        {"dhis_celery_settings_module_name": "my-settings"},
+        "dhis_celery_settings_module_name",
+    ),
+    (
+        "cache-policy-unknown",
+        {"dhis_celery_redis_cache_maxmemory_policy": "lru"},
+        "dhis_celery_redis_cache_maxmemory_policy",
+    ),
+    ("routes-not-a-dict", {"dhis_celery_task_routes": ["sync"]}, "dhis_celery_task_routes"),
+    ("workers-not-a-list", {"dhis_celery_workers": "default"}, "dhis_celery_workers"),
+]
+
+FINGERPRINT = (
+    "{ find /etc/dhis-celery /etc/redis /etc/systemd/system /usr/local/bin -type f -print0 | sort -z"
+    " | xargs -0 sha256sum; systemctl is-active redis-server redis-server@cache 'celery-worker@*' celery-beat"
+    " celery-flower dhis-sync-web; systemctl show -p ActiveEnterTimestampMonotonic celery-worker@default"
+    " celery-beat celery-flower redis-server dhis-sync-web; } | sha256sum"
+)
+
+
+@pytest.mark.parametrize(("extra", "variable"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_before_any_change(first_host: Any, extra: dict, variable: str) -> None:
+    before = first_host.run(FINGERPRINT).stdout
+    result = play(first_host.backend.get_hostname(), extra)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert variable in output, output[-3000:]
+    recap = re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1])
+    assert recap and recap.group(1) == "0", output[-3000:]
+    assert first_host.run(FINGERPRINT).stdout == before
+
+
+def test_good_input_still_converges_without_change(first_host: Any) -> None:
+    """The control case: the same harness with valid input passes (so the refusals are real)."""
+    result = play(first_host.backend.get_hostname(), {})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert re.search(r"changed=0 ", result.stdout.split("PLAY RECAP")[-1]), result.stdout[-3000:]
