@@ -152,3 +152,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     if report.when == "call" and report.failed and host is not None:
         journal = host.run("journalctl --no-pager -n 60 -u 'celery*' -u 'redis*' -u 'dhis-sync*'").stdout
         report.sections.append(("journal of the Celery, Redis and web units", journal))
+
+
+def send_batch(host: Any, config_id: int, count: int, work_seconds: float = 0.0) -> None:
+    """Send `count` sync tasks for `config_id` from the Django side (one process, like the web)."""
+    django(
+        host,
+        f"""
+from dhis_app.models import SyncConfig
+from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync
+SyncConfig.objects.get_or_create(pk={config_id}, defaults={{"name": "batch-{config_id}"}})
+for _ in range({count}):
+    celery_trigger_auto_sync.delay({config_id}, {work_seconds})
+""",
+    )
+
+
+def completed(host: Any, config_id: int) -> tuple[int, int]:
+    """(tasks completed, duplicate executions) for a batch: one row per task id, runs counts executions."""
+    out = django(
+        host,
+        f"""
+from django.db.models import Sum
+from dhis_app.models import SyncRun
+rows = SyncRun.objects.filter(config_id={config_id}, backend="celery")
+print(rows.count(), (rows.aggregate(n=Sum("runs"))["n"] or 0) - rows.count())
+""",
+    )
+    done, duplicates = out.split()
+    return int(done), int(duplicates)
+
+
+def queued(host: Any, queue: str) -> int:
+    return int(app_redis(host, 6379, "LLEN", queue) or 0)
