@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SUITES := bookworm trixie
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: all setup venv docker images lint unit test molecule demo demo-clean clean help
+.PHONY: all setup venv docker images lint unit test molecule demo demo-clean reliability clean help
 
 help:
 	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
@@ -53,6 +53,10 @@ test: lint unit molecule
 
 demo: setup
 	bash scripts/demo.sh
+
+# Not part of `make test` (which runs the short form): the full fault suite and its report.
+reliability: setup
+	bash scripts/reliability.sh
 
 demo-clean:
 	-docker rm -f dhis-celery-demo

@@ -1,0 +1,27 @@
+"""playbooks/verify.yml: the guide's post-migration checks as a playbook, read-only."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dhis_testlib import play, run
+
+
+def test_verify_playbook_passes_and_reports(first_host: Any) -> None:
+    result = play(first_host.backend.get_hostname(), {}, playbook="playbooks/verify.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "problems: none" in result.stdout
+    assert re.search(r"health check round trip: [0-9.]+ ms", result.stdout)
+    assert "flower without/with credentials: [401, 200]" in result.stdout
+    assert re.search(r"changed=0 ", result.stdout.split("PLAY RECAP")[-1])
+
+
+def test_verify_playbook_fails_naming_a_stopped_worker(first_host: Any) -> None:
+    run(first_host, "systemctl stop celery-worker@default")
+    try:
+        result = play(first_host.backend.get_hostname(), {}, playbook="playbooks/verify.yml")
+    finally:
+        run(first_host, "systemctl start celery-worker@default")
+    assert result.returncode != 0
+    assert "worker default (celery-worker@default.service) does not answer ping" in result.stdout
