@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SUITES := bookworm trixie
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: all setup venv docker images lint unit test molecule demo demo-clean reliability clean help
+.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability clean help
 
 help:
 	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
@@ -33,11 +33,17 @@ images: docker
 
 setup: venv images
 
-lint: venv
+lint: venv promtool
 	yamllint -s .
 	ansible-lint -q
 	ruff check .
 	ruff format --check .
+	promtool check rules monitoring/prometheus/alerts.yml
+
+# promtool comes with Debian's prometheus package (its service is not started here).
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 unit: venv
 	pytest -q tests

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 ROLE_DEFAULTS = ROOT / "roles/dhis_celery/defaults/main.yml"
 ENV_FILE = "/etc/dhis_sync/dhis_sync.env"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def setting(host: Any, name: str) -> Any:
@@ -111,11 +113,11 @@ def project_sql(host: Any, sql: str) -> str:
 
 
 def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
-    """ansible-playbook from the controller against one host of the scenario's inventory."""
+    """ansible-playbook from the controller against one host of the scenario's inventory (plain text out)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(extra, f)
     try:
-        return subprocess.run(
+        result = subprocess.run(
             [
                 "ansible-playbook",
                 "-i",
@@ -130,10 +132,14 @@ def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/sit
             capture_output=True,
             text=True,
             timeout=900,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
         )
     finally:
         os.unlink(f.name)
+    # Molecule forces colour; tests read lines, so strip the escape codes anyway.
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, ANSI.sub("", result.stdout), ANSI.sub("", result.stderr)
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,82 @@
+"""playbooks/ops.yml (the guide's troubleshooting) and the monitoring endpoint, on a live host."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from dhis_testlib import completed, django, http, play, queued, run, send_batch, wait_for
+
+
+def ops(host: Any, **extra: str) -> str:
+    result = play(host.backend.get_hostname(), extra, playbook="playbooks/ops.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    return result.stdout
+
+
+def test_ops_does_nothing_without_an_action(first_host: Any) -> None:
+    result = play(first_host.backend.get_hostname(), {}, playbook="playbooks/ops.yml")
+    assert result.returncode != 0 and "dhis_celery_ops_action" in result.stdout
+
+
+def test_purge_empties_a_queue(first_host: Any) -> None:
+    run(first_host, "systemctl stop celery-worker@default")
+    try:
+        send_batch(first_host, 9101, 10)
+        assert queued(first_host, "sync") >= 10
+        out = ops(first_host, dhis_celery_ops_action="purge", dhis_celery_ops_queue="sync")
+        assert queued(first_host, "sync") == 0
+        assert re.search(r"Purged 1\d messages", out), out[-2000:]
+    finally:
+        run(first_host, "systemctl start celery-worker@default")
+
+
+def test_revoke_stops_a_waiting_task(first_host: Any) -> None:
+    # Two 12 s tasks occupy both worker processes (prefetch 1), so the target waits in Redis.
+    send_batch(first_host, 9105, 2, work_seconds=12)
+    task_id = str(uuid.uuid4())
+    django(
+        first_host,
+        f"""
+from dhis_app.models import SyncConfig
+from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync
+SyncConfig.objects.get_or_create(pk=9102, defaults={{"name": "revoke"}})
+celery_trigger_auto_sync.apply_async((9102,), task_id={task_id!r})
+""",
+    )
+    assert queued(first_host, "sync") >= 1
+    ops(first_host, dhis_celery_ops_action="revoke", dhis_celery_ops_task_id=task_id)
+    assert wait_for(lambda: completed(first_host, 9105)[0] == 2, timeout=40)
+    send_batch(first_host, 9103, 3)
+    assert wait_for(lambda: completed(first_host, 9103)[0] == 3, timeout=30)
+    assert completed(first_host, 9102)[0] == 0
+    assert queued(first_host, "sync") == 0
+
+
+def test_restart_restarts_every_unit_in_order(first_host: Any) -> None:
+    before = run(first_host, "systemctl show -p MainPID --value celery-worker@default celery-beat celery-flower")
+    out = ops(first_host, dhis_celery_ops_action="restart")
+    after = run(first_host, "systemctl show -p MainPID --value celery-worker@default celery-beat celery-flower")
+    assert set(before.split()).isdisjoint(after.split())
+    assert out.index("celery-worker@default") < out.index("celery-beat") < out.index("celery-flower.service")
+
+
+def test_failed_lists_a_failing_task(first_host: Any) -> None:
+    task_id = str(uuid.uuid4())
+    django(
+        first_host,
+        f"""
+from dhis_app.services.auto_sync.celery_tasks import celery_monitor_and_sync
+celery_monitor_and_sync.apply_async(("not-a-number",), task_id={task_id!r})
+""",
+    )
+    assert wait_for(lambda: task_id in ops(first_host, dhis_celery_ops_action="failed"), timeout=40, every=5)
+
+
+def test_flower_metrics_carry_celery_events_on_loopback(first_host: Any) -> None:
+    send_batch(first_host, 9104, 3)
+    assert wait_for(lambda: completed(first_host, 9104)[0] == 3, timeout=30)
+    status, body = http(first_host, "/metrics", port=5555)
+    assert status == 200
+    assert re.search(r'flower_events_total\{[^}]*type="task-succeeded"[^}]*\} [1-9]', body)
