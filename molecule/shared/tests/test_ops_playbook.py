@@ -17,7 +17,7 @@ def ops(host: Any, **extra: str) -> str:
 
 def test_ops_does_nothing_without_an_action(first_host: Any) -> None:
     result = play(first_host.backend.get_hostname(), {}, playbook="playbooks/ops.yml")
-    assert result.returncode != 0 and "dhis_celery_ops_action" in result.stdout
+    assert result.returncode != 0 and "dhis_celery_ops_action" in result.stdout + result.stderr
 
 
 def test_purge_empties_a_queue(first_host: Any) -> None:
