@@ -52,6 +52,19 @@ DATABASES = {
     }
 }
 
+# Several hosts share one PostgreSQL database (Beat's DatabaseScheduler and the results need it).
+if os.environ.get("DHIS_SYNC_DB_HOST"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["DHIS_SYNC_DB_HOST"],
+            "NAME": os.environ.get("DHIS_SYNC_DB_NAME", "dhis_sync"),
+            "USER": os.environ.get("DHIS_SYNC_DB_USER", "dhis_sync"),
+            "PASSWORD": os.environ["DHIS_SYNC_DB_PASSWORD"],
+            "CONN_MAX_AGE": 60,
+        }
+    }
+
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",

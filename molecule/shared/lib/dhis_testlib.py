@@ -113,7 +113,8 @@ def project_sql(host: Any, sql: str) -> str:
 
 
 def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
-    """ansible-playbook from the controller against one host of the scenario's inventory (plain text out)."""
+    """ansible-playbook from the controller against one host of the scenario's inventory, or all
+    of them when host_name is empty (plain text out)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(extra, f)
     try:
@@ -122,8 +123,7 @@ def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/sit
                 "ansible-playbook",
                 "-i",
                 os.environ["MOLECULE_INVENTORY_FILE"],
-                "--limit",
-                host_name,
+                *(["--limit", host_name] if host_name else []),
                 str(ROOT / playbook),
                 "-e",
                 f"@{f.name}",

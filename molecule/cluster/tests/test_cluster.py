@@ -1,0 +1,138 @@
+"""Several hosts, checked from the hosts themselves: each runs its part only, tasks run on the
+host that consumes their queue, Beat runs once, Flower sees both workers, Redis wants the
+password from the network, and a changed worker setting restarts one worker host at a time."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from typing import Any
+
+from dhis_testlib import django, http, play, redis, setting, wait_for, web
+
+CELERY_UNITS = (
+    "redis-server.service",
+    "redis-server@cache.service",
+    "celery-worker@sync.service",
+    "celery-worker@monitor.service",
+    "celery-beat.service",
+    "celery-flower.service",
+)
+RUNS = {
+    "broker": {"redis-server.service", "redis-server@cache.service"},
+    "web": set(),
+    "sync": {"celery-worker@sync.service"},
+    "monitor": {"celery-worker@monitor.service"},
+    "beat": {"celery-beat.service", "celery-flower.service"},
+}
+
+
+def active(host: Any, unit: str) -> bool:
+    return host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def test_each_host_runs_its_part_only(cluster: dict[str, Any]) -> None:
+    running = {name: {u for u in CELERY_UNITS if active(host, u)} for name, host in cluster.items()}
+    assert running == RUNS
+    # The broker host holds no trace of the Django project; every other host has its settings.
+    assert not cluster["broker"].file("/etc/dhis-celery").exists
+    for name in ("web", "sync", "monitor", "beat"):
+        assert cluster[name].file("/etc/dhis-celery/environment").exists, name
+        assert active(cluster[name], "dhis-sync-web.service"), name
+
+
+def test_web_host_uses_celery_and_the_shared_cache(cluster: dict[str, Any]) -> None:
+    status = web(cluster["web"], "/status/")
+    assert status["backend"] == "celery"
+    assert status["cache"] == "django_redis.cache.RedisCache" and status["cache_roundtrip"], status
+
+
+def test_tasks_run_on_the_host_that_consumes_their_queue(cluster: dict[str, Any]) -> None:
+    web_host = cluster["web"]
+    sent = [web(web_host, f"/sync/{51 + i % 3}/", method="POST")["id"] for i in range(12)]
+    workers = {web(web_host, f"/result/{task_id}/?timeout=60")["result"]["worker"] for task_id in sent}
+    assert workers == {"sync@dhis-cl-sync"}, "sync tasks must run on the sync host only"
+    monitored = django(
+        web_host,
+        """
+from dhis_app.models import SyncConfig
+from dhis_app.services.auto_sync.celery_tasks import celery_monitor_and_sync
+SyncConfig.objects.get_or_create(pk=52, defaults={"name": "config-52"})
+print(celery_monitor_and_sync.delay(52).get(timeout=60)["worker"])
+""",
+    )
+    assert monitored.strip().splitlines()[-1] == "monitor@dhis-cl-monitor"
+
+
+def test_beat_sends_each_periodic_task_once(cluster: dict[str, Any]) -> None:
+    """monitor-config-41 runs every 5 s: two Beats would double the rows of a window."""
+    beat = cluster["beat"]
+    count = """
+from dhis_app.models import SyncConfig, SyncRun
+SyncConfig.objects.get_or_create(pk=41, defaults={"name": "config-41"})
+runs = SyncRun.objects.filter(config_id=41)
+print(runs.count(), *set(runs.values_list("worker", flat=True)))
+"""
+    first = django(beat, count).split()
+    time.sleep(31)
+    second = django(beat, count).split()
+    runs = int(second[0]) - int(first[0])
+    assert 4 <= runs <= 8, f"{runs} runs of a 5 s periodic task in 31 s (two Beats would give about 12)"
+    assert second[1:] == ["monitor@dhis-cl-monitor"], second
+
+
+def test_flower_lists_both_workers_behind_auth(cluster: dict[str, Any]) -> None:
+    beat = cluster["beat"]
+    users = setting(beat, "dhis_celery_flower_users")
+    assert http(beat, "/api/workers", port=5555)[0] == 401
+    auth = f"{users[0]['name']}:{users[0]['password']}"
+
+    def both() -> bool:
+        status, body = http(beat, "/api/workers?refresh=1", auth=auth, port=5555)
+        return status == 200 and {"sync@dhis-cl-sync", "monitor@dhis-cl-monitor"} <= set(json.loads(body))
+
+    assert wait_for(both, timeout=60, every=3), http(beat, "/api/workers?refresh=1", auth=auth, port=5555)
+    # Flower listens on loopback only: the other hosts cannot reach it.
+    assert cluster["sync"].run("curl -s --max-time 5 -o /dev/null http://dhis-cl-beat:5555/").rc != 0
+
+
+def test_redis_wants_the_password_from_the_network(cluster: dict[str, Any]) -> None:
+    sync = cluster["sync"]
+    user, password = setting(sync, "dhis_celery_redis_user"), setting(sync, "dhis_celery_redis_password")
+    for port in (6379, 6380):
+        anonymous = sync.run(f"redis-cli -h dhis-cl-broker -p {port} PING")
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, (port, anonymous.stdout, anonymous.stderr)
+        wrong = redis(sync, port, "-h", "dhis-cl-broker", "PING", user=user, password="not-the-password")
+        assert "PONG" not in wrong
+        assert redis(sync, port, "-h", "dhis-cl-broker", "PING", user=user, password=password) == "PONG"
+
+
+def monotonic(host: Any, unit: str) -> tuple[int, int]:
+    """(last stop began, last start ended) on the kernel's monotonic clock, shared by the containers."""
+    out = host.run(
+        f"systemctl show -p InactiveEnterTimestampMonotonic -p ActiveEnterTimestampMonotonic {shlex.quote(unit)}"
+    ).stdout
+    values = dict(line.split("=", 1) for line in out.split())
+    return int(values["InactiveEnterTimestampMonotonic"]), int(values["ActiveEnterTimestampMonotonic"])
+
+
+def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: dict[str, Any]) -> None:
+    workers = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
+    before = {name: monotonic(cluster[name], unit) for name, unit in workers.items()}
+    result = play("", {"dhis_celery_settings": {"worker_max_tasks_per_child": 500}})
+    assert result.returncode == 0, result.stdout[-3000:]
+    # The shared database is migrated once per cluster, from the Beat host.
+    # Every play of site.yml lists the task; only the Beat host's play may run it.
+    migrate = re.findall(r"TASK \[dhis_celery : Migrations \| .*?\n\n", result.stdout, re.S)
+    assert migrate, "no migration task in the output"
+    ran = re.findall(r"^(?:ok|changed): \[([^\]]+)\]", "".join(migrate), re.M)
+    assert ran == ["dhis-cl-beat"], migrate
+    after = {name: monotonic(cluster[name], unit) for name, unit in workers.items()}
+    for name in workers:
+        assert after[name][0] > before[name][1], f"the {name} worker was not restarted"
+    first, second = sorted(after.values())
+    assert first[1] < second[0], f"both worker hosts were down at once: {after}"
+    # Back to the scenario's settings (a rolling restart again), still one host at a time.
+    assert play("", {}).returncode == 0
