@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SUITES := bookworm trixie
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability clean help
+.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability bench clean help
 
 help:
 	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
@@ -63,6 +63,15 @@ demo: setup
 # Not part of `make test` (which runs the short form): the full fault suite and its report.
 reliability: setup
 	bash scripts/reliability.sh
+
+# Not part of `make test`: converge time and throughput against the guide's own setup, on two
+# fresh containers; rewrites the measured part of docs/PERFORMANCE.md and docs/performance.png.
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: setup $(VENV)/.bench
+	$(BIN)/python scripts/bench/bench.py $(BENCH_ARGS)
 
 demo-clean:
 	-docker rm -f dhis-celery-demo

@@ -59,3 +59,11 @@ def celery_health_check(self) -> dict:
         "host": socket.gethostname(),
         "cache": type(cache).__module__,
     }
+
+
+@shared_task
+def celery_wait(seconds: float = 0.0) -> float:
+    """The benchmark's task (make bench): no work at all, or a wait standing for a DHIS2 HTTP call."""
+    if seconds:
+        time.sleep(seconds)
+    return seconds

@@ -1,0 +1,276 @@
+"""make bench: the role against the guide's own setup, on fresh local containers.
+
+Two systemd containers from the local Debian 12 image get the example project in threads mode
+(molecule/shared/prepare.yml). Then, one after the other: playbooks/site.yml on the first, the
+guide's steps (scripts/bench/guide.sh) on the second; a no-change re-run of site.yml; on the
+role's host, end-to-end throughput (tasks sent from Django, all results awaited) of a worker
+started by hand as the guide starts it, of the role's default worker and of the tuned `sync`
+worker layouts; the health check's round trip. Prints a markdown table and rewrites the
+measured part of docs/PERFORMANCE.md and docs/performance.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "dhis-celery/debian:bookworm"
+ROLE_HOST, GUIDE_HOST = "dhis-bench-role", "dhis-bench-guide"
+CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+TASKS = "dhis_app.services.auto_sync.celery_tasks"
+# The role's default worker, and the layouts tried for the I/O-bound sync queue.
+DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
+TUNED = {
+    f"sync: {pool} x{concurrency}": [
+        {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
+        {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
+    ]
+    for pool, concurrency in (("prefork", 8), ("threads", 16), ("threads", 32))
+}
+
+# Runs inside the role's host with the role's settings: `dhis-celery python -c LOAD ARGS`.
+LOAD = f"""
+import json, statistics, sys, time
+import django
+django.setup()
+from celery.result import ResultSet
+from {TASKS} import celery_health_check, celery_wait
+
+kind, queue, n, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+if kind == "throughput":
+    ResultSet([celery_wait.apply_async((seconds,), queue=queue) for _ in range(20)]).join_native(timeout=120)
+    start = time.perf_counter()
+    ResultSet([celery_wait.apply_async((seconds,), queue=queue) for _ in range(n)]).join_native(timeout=900)
+    print(json.dumps({{"per_second": n / (time.perf_counter() - start)}}))
+else:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        celery_health_check.apply_async(queue=queue).get(timeout=60)
+        times.append(time.perf_counter() - start)
+    cuts = statistics.quantiles(times, n=20)
+    print(json.dumps({{"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * cuts[18]}}))
+"""
+
+
+@dataclass
+class Results:
+    converge: dict[str, float] = field(default_factory=dict)
+    rerun: dict[str, int] = field(default_factory=dict)
+    throughput: dict[str, dict[str, float]] = field(default_factory=dict)
+    round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
+    concurrency: dict[str, int] = field(default_factory=dict)
+
+
+def sh(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=None)
+    if check and done.returncode != 0:
+        sys.exit(f"bench: {shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def log(message: str) -> None:
+    print(f"== {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def fresh_container(name: str) -> None:
+    sh("docker", "rm", "-f", name, check=False)
+    sh(
+        "docker", "run", "-d", "--name", name, "--hostname", name,
+        "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+        "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+        IMAGE, "/lib/systemd/systemd",
+    )  # fmt: skip
+
+
+def inventory(directory: Path) -> Path:
+    """The two hosts; the role's variables as the demo inventory sets them, with test secrets."""
+    hosts = {
+        "all": {
+            "vars": {
+                "ansible_connection": "community.docker.docker",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "dhis_sync_pip_args": f"--cert {CA_FILE}",
+                "dhis_celery_app_dir": "/srv/dhis_sync",
+                "dhis_celery_venv_dir": "/srv/dhis_sync/venv",
+                "dhis_celery_django_service": "dhis-sync-web.service",
+                "dhis_celery_environment_files": ["/etc/dhis_sync/dhis_sync.env"],
+                "dhis_celery_writable_paths": ["/srv/dhis_sync/data"],
+                "dhis_celery_pip_ca_file": CA_FILE,
+                "dhis_celery_redis_password": "bench-app-password-0123456789",
+                "dhis_celery_redis_admin_password": "bench-admin-password-0123456789",
+                "dhis_celery_flower_users": [{"name": "ops", "password": "bench-flower-password"}],
+            }
+        },
+        "dhis_celery": {"hosts": {ROLE_HOST: {}}},
+        "bench_guide": {"hosts": {GUIDE_HOST: {}}},
+    }
+    path = directory / "hosts.json"
+    path.write_text(json.dumps(hosts))
+    return path
+
+
+def playbook(hosts: Path, name: str, *args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = sh("ansible-playbook", "-i", str(hosts), str(ROOT / name), *args)
+    return time.perf_counter() - start, out
+
+
+def recap(out: str, host: str) -> dict[str, int]:
+    line = re.search(rf"^{re.escape(host)}\s*:(.*)$", out, re.M)
+    assert line, f"no recap line for {host}"
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line.group(1))}
+
+
+def load(kind: str, queue: str, n: int, seconds: float = 0.0) -> dict[str, float]:
+    out = sh("docker", "exec", ROLE_HOST, "dhis-celery", "python", "-c", LOAD, kind, queue, str(n), str(seconds))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def workers_vars(directory: Path, workers: list[dict]) -> str:
+    path = directory / f"workers-{len(list(directory.iterdir()))}.json"
+    path.write_text(json.dumps({"dhis_celery_workers": [{**w, "loglevel": "info"} for w in workers]}))
+    return f"@{path}"
+
+
+def measure_workers(results: Results, label: str, queue: str, concurrency: int, n_noop: int, n_io: int) -> None:
+    log(f"throughput: {label}")
+    results.concurrency[label] = concurrency
+    results.throughput[label] = {
+        "noop": load("throughput", queue, n_noop)["per_second"],
+        "io": load("throughput", queue, n_io, 0.1)["per_second"],
+    }
+
+
+def guide_worker(results: Results, n_noop: int, n_io: int, n_calls: int) -> None:
+    """`celery -A dhis_sync worker --loglevel=info` by hand on the role's host, its units stopped."""
+    sh("docker", "exec", ROLE_HOST, "systemctl", "stop", "celery-worker@*")
+    pidfile = "/tmp/bench-guide-worker.pid"
+    sh("docker", "exec", "-d", ROLE_HOST, "dhis-celery", "celery", "worker", "--loglevel=info", f"--pidfile={pidfile}")
+    # A ping broadcast before the worker listens is lost: ask again until it answers.
+    ping = "for i in $(seq 30); do dhis-celery celery inspect ping --timeout 2 >/dev/null 2>&1 && exit 0; done; exit 1"
+    sh("docker", "exec", ROLE_HOST, "sh", "-c", ping)
+    cpus = int(sh("docker", "exec", ROLE_HOST, "nproc").strip())
+    measure_workers(results, "guide's worker (hand-started, defaults)", "celery", cpus, n_noop, n_io)
+    results.round_trip["guide's worker"] = load("round_trip", "celery", n_calls)
+    stop = f"kill -TERM $(cat {pidfile}); while [ -e {pidfile} ]; do sleep 0.5; done"
+    sh("docker", "exec", ROLE_HOST, "sh", "-c", stop)
+    sh("docker", "exec", ROLE_HOST, "systemctl", "start", "celery.target")
+
+
+def table(results: Results) -> str:
+    c = results.converge
+    rows = [
+        "| Measure | Guide | Role | Ratio (role / guide) |",
+        "|---|---|---|---|",
+        f"| First converge on a fresh host (s) | {c['guide']:.1f} | {c['role']:.1f} | {c['role'] / c['guide']:.2f} |",
+        f"| No-change re-run of site.yml (s) | | {c['rerun']:.1f} "
+        f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
+        f"{results.rerun.get('changed', 0)} changed) | |",
+    ]
+    guide_label = next(iter(results.throughput))
+    guide = results.throughput[guide_label]
+    for label, values in results.throughput.items():
+        if label == guide_label:
+            continue
+        bound = results.concurrency[label] / 0.1
+        noop = values["noop"]
+        rows.append(f"| No-op tasks/s, {label} | {guide['noop']:.0f} | {noop:.0f} | {noop / guide['noop']:.2f} |")
+        rows.append(
+            f"| 100 ms I/O tasks/s, {label} (bound {bound:.0f}/s: {values['io'] / bound:.0%}) "
+            f"| {guide['io']:.1f} | {values['io']:.1f} | {values['io'] / guide['io']:.2f} |"
+        )
+    g, r = results.round_trip["guide's worker"], results.round_trip["role"]
+    for key, name in (("p50_ms", "p50"), ("p95_ms", "p95")):
+        rows.append(f"| Health-check round trip {name} (ms) | {g[key]:.1f} | {r[key]:.1f} | {r[key] / g[key]:.2f} |")
+    rows.append(f"\nThe guide's worker ({guide_label}) runs {results.concurrency[guide_label]} processes.")
+    return "\n".join(rows)
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    c = results.converge
+    left.bar(["guide's steps", "role: first converge", "role: no-change re-run"], [c["guide"], c["role"], c["rerun"]])
+    left.set_ylabel("seconds")
+    left.set_title("Converge time (fresh Debian 12 container)")
+    labels = list(results.throughput)
+    io = [results.throughput[label]["io"] for label in labels]
+    right.barh([label.replace(" (hand-started, defaults)", "") for label in labels], io)
+    right.set_xlabel("100 ms I/O-bound tasks per second")
+    right.set_title("End-to-end throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(results: Results, markdown: str, command: str) -> None:
+    doc = ROOT / "docs/PERFORMANCE.md"
+    text = doc.read_text()
+    measured = (
+        f"<!-- bench:begin -->\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}` "
+        f"on this machine ({sh('nproc').strip()} cores):\n\n{markdown}\n\n![](performance.png)\n<!-- bench:end -->"
+    )
+    doc.write_text(re.sub(r"<!-- bench:begin -->.*<!-- bench:end -->", measured, text, flags=re.S))
+    plot(results, ROOT / "docs/performance.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--noop-tasks", type=int, default=2000)
+    parser.add_argument("--io-tasks", type=int, default=400)
+    parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
+    parser.add_argument("--keep", action="store_true", help="leave the two containers running")
+    parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
+    args = parser.parse_args()
+    results = Results()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        hosts = inventory(directory)
+        log("fresh containers, the example app deployed on both (not timed)")
+        for name in (ROLE_HOST, GUIDE_HOST):
+            fresh_container(name)
+        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
+
+        log("first converge: playbooks/site.yml")
+        results.converge["role"], _ = playbook(hosts, "playbooks/site.yml")
+        log("first converge: the guide's steps")
+        start = time.perf_counter()
+        guide = (ROOT / "scripts/bench/guide.sh").read_text()
+        sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
+        results.converge["guide"] = time.perf_counter() - start
+        log("no-change re-run")
+        results.converge["rerun"], out = playbook(hosts, "playbooks/site.yml")
+        results.rerun = recap(out, ROLE_HOST)
+
+        guide_worker(results, args.noop_tasks, args.io_tasks, args.calls)
+        measure_workers(results, "role default: prefork x2", "sync", 2, args.noop_tasks, args.io_tasks)
+        results.round_trip["role"] = load("round_trip", "celery", args.calls)
+        for label, workers in TUNED.items():
+            playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, workers))
+            measure_workers(results, label, "sync", workers[-1]["concurrency"], args.noop_tasks, args.io_tasks)
+        playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, DEFAULT_WORKERS))
+
+    markdown = table(results)
+    print(markdown)
+    if not args.no_report:
+        write_report(results, markdown, "make bench")
+    if not args.keep:
+        for name in (ROLE_HOST, GUIDE_HOST):
+            sh("docker", "rm", "-f", name, check=False)
+
+
+if __name__ == "__main__":
+    main()
