@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,7 @@ TASKS = "dhis_app.services.auto_sync.celery_tasks"
 # The role's default worker, and the layouts tried for the I/O-bound sync queue.
 DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
 TUNED = {
-    f"sync: {pool} x{concurrency}": [
+    f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): [
         {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
         {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
     ]
@@ -71,8 +73,8 @@ class Results:
     concurrency: dict[str, int] = field(default_factory=dict)
 
 
-def sh(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=None)
+def sh(*cmd: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and done.returncode != 0:
         sys.exit(f"bench: {shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
@@ -97,7 +99,7 @@ def inventory(directory: Path) -> Path:
     hosts = {
         "all": {
             "vars": {
-                "ansible_connection": "community.docker.docker",
+                "ansible_connection": "docker",
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "dhis_sync_pip_args": f"--cert {CA_FILE}",
                 "dhis_celery_app_dir": "/srv/dhis_sync",
@@ -119,9 +121,9 @@ def inventory(directory: Path) -> Path:
     return path
 
 
-def playbook(hosts: Path, name: str, *args: str) -> tuple[float, str]:
+def playbook(hosts: Path, name: str, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    out = sh("ansible-playbook", "-i", str(hosts), str(ROOT / name), *args)
+    out = sh("ansible-playbook", "-i", str(hosts), str(ROOT / name), *args, env=env)
     return time.perf_counter() - start, out
 
 
@@ -142,16 +144,24 @@ def workers_vars(directory: Path, workers: list[dict]) -> str:
     return f"@{path}"
 
 
-def measure_workers(results: Results, label: str, queue: str, concurrency: int, n_noop: int, n_io: int) -> None:
+@dataclass
+class Sizes:
+    noop: int  # no-op tasks per throughput run
+    io: int  # 100 ms tasks per throughput run
+    runs: int  # throughput runs per figure; the median is kept
+
+
+def measure_workers(results: Results, label: str, queue: str, concurrency: int, sizes: Sizes) -> None:
     log(f"throughput: {label}")
+
+    def median(n: int, seconds: float) -> float:
+        return statistics.median(load("throughput", queue, n, seconds)["per_second"] for _ in range(sizes.runs))
+
     results.concurrency[label] = concurrency
-    results.throughput[label] = {
-        "noop": load("throughput", queue, n_noop)["per_second"],
-        "io": load("throughput", queue, n_io, 0.1)["per_second"],
-    }
+    results.throughput[label] = {"noop": median(sizes.noop, 0.0), "io": median(sizes.io, 0.1)}
 
 
-def guide_worker(results: Results, n_noop: int, n_io: int, n_calls: int) -> None:
+def guide_worker(results: Results, sizes: Sizes, n_calls: int) -> None:
     """`celery -A dhis_sync worker --loglevel=info` by hand on the role's host, its units stopped."""
     sh("docker", "exec", ROLE_HOST, "systemctl", "stop", "celery-worker@*")
     pidfile = "/tmp/bench-guide-worker.pid"
@@ -160,7 +170,7 @@ def guide_worker(results: Results, n_noop: int, n_io: int, n_calls: int) -> None
     ping = "for i in $(seq 30); do dhis-celery celery inspect ping --timeout 2 >/dev/null 2>&1 && exit 0; done; exit 1"
     sh("docker", "exec", ROLE_HOST, "sh", "-c", ping)
     cpus = int(sh("docker", "exec", ROLE_HOST, "nproc").strip())
-    measure_workers(results, "guide's worker (hand-started, defaults)", "celery", cpus, n_noop, n_io)
+    measure_workers(results, "guide's worker (hand-started, defaults)", "celery", cpus, sizes)
     results.round_trip["guide's worker"] = load("round_trip", "celery", n_calls)
     stop = f"kill -TERM $(cat {pidfile}); while [ -e {pidfile} ]; do sleep 0.5; done"
     sh("docker", "exec", ROLE_HOST, "sh", "-c", stop)
@@ -176,6 +186,7 @@ def table(results: Results) -> str:
         f"| No-change re-run of site.yml (s) | | {c['rerun']:.1f} "
         f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
         f"{results.rerun.get('changed', 0)} changed) | |",
+        f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`) (s) | | {c['rerun_linear']:.1f} | |",
     ]
     guide_label = next(iter(results.throughput))
     guide = results.throughput[guide_label]
@@ -204,7 +215,9 @@ def plot(results: Results, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     c = results.converge
-    left.bar(["guide's steps", "role: first converge", "role: no-change re-run"], [c["guide"], c["role"], c["rerun"]])
+    bars = {"guide's steps": c["guide"], "role: first converge": c["role"], "role: no-change re-run": c["rerun"]}
+    bars["re-run, Mitogen off"] = c["rerun_linear"]
+    left.bar(list(bars), list(bars.values()))
     left.set_ylabel("seconds")
     left.set_title("Converge time (fresh Debian 12 container)")
     labels = list(results.throughput)
@@ -231,6 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-tasks", type=int, default=2000)
     parser.add_argument("--io-tasks", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs per figure (median kept)")
     parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
     parser.add_argument("--keep", action="store_true", help="leave the two containers running")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
@@ -254,19 +268,23 @@ def main() -> None:
         log("no-change re-run")
         results.converge["rerun"], out = playbook(hosts, "playbooks/site.yml")
         results.rerun = recap(out, ROLE_HOST)
+        log("no-change re-run, Mitogen off (Ansible's plain linear strategy)")
+        results.converge["rerun_linear"], _ = playbook(hosts, "playbooks/site.yml", env={"ANSIBLE_STRATEGY": "linear"})
 
-        guide_worker(results, args.noop_tasks, args.io_tasks, args.calls)
-        measure_workers(results, "role default: prefork x2", "sync", 2, args.noop_tasks, args.io_tasks)
+        sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
+        guide_worker(results, sizes, args.calls)
+        measure_workers(results, "role default: prefork x2", "sync", 2, sizes)
         results.round_trip["role"] = load("round_trip", "celery", args.calls)
         for label, workers in TUNED.items():
             playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, workers))
-            measure_workers(results, label, "sync", workers[-1]["concurrency"], args.noop_tasks, args.io_tasks)
+            measure_workers(results, label, "sync", workers[-1]["concurrency"], sizes)
         playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, DEFAULT_WORKERS))
 
     markdown = table(results)
     print(markdown)
     if not args.no_report:
-        write_report(results, markdown, "make bench")
+        given = shlex.join(sys.argv[1:])
+        write_report(results, markdown, f'make bench BENCH_ARGS="{given}"' if given else "make bench")
     if not args.keep:
         for name in (ROLE_HOST, GUIDE_HOST):
             sh("docker", "rm", "-f", name, check=False)

@@ -66,6 +66,25 @@ print(celery_monitor_and_sync.delay(52).get(timeout=60)["worker"])
     assert monitored.strip().splitlines()[-1] == "monitor@dhis-cl-monitor"
 
 
+def test_the_sync_host_serves_its_queue_with_sixteen_threads(cluster: dict[str, Any]) -> None:
+    """16 tasks waiting 1 s each like a DHIS2 call: about 1 s on 16 threads, 8 s on 2 processes."""
+    stats = json.loads(cluster["sync"].check_output("dhis-celery celery inspect stats --json --timeout 5"))
+    pool = stats["sync@dhis-cl-sync"]["pool"]
+    assert pool["implementation"].endswith("thread:TaskPool") and pool["max-concurrency"] == 16, pool
+    elapsed = django(
+        cluster["web"],
+        """
+import time
+from celery.result import ResultSet
+from dhis_app.services.auto_sync.celery_tasks import celery_wait
+start = time.perf_counter()
+ResultSet([celery_wait.apply_async((1.0,), queue="sync") for _ in range(16)]).join(timeout=60)
+print(time.perf_counter() - start)
+""",
+    )
+    assert float(elapsed.strip().splitlines()[-1]) < 4, elapsed
+
+
 def test_beat_sends_each_periodic_task_once(cluster: dict[str, Any]) -> None:
     """monitor-config-41 runs every 5 s: two Beats would double the rows of a window."""
     beat = cluster["beat"]
