@@ -32,6 +32,9 @@ TASKS = "dhis_app.services.auto_sync.celery_tasks"
 # The role's default worker, and the layouts tried for the I/O-bound sync queue.
 DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
 TUNED = {
+    # The default worker without its per-task log lines in the journal (what they cost).
+    "role default, loglevel: warning": [{**DEFAULT_WORKERS[0], "loglevel": "warning"}],
+} | {
     f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): [
         {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
         {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
@@ -71,6 +74,7 @@ class Results:
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
+    runs: int = 3
 
 
 def sh(*cmd: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -140,7 +144,7 @@ def load(kind: str, queue: str, n: int, seconds: float = 0.0) -> dict[str, float
 
 def workers_vars(directory: Path, workers: list[dict]) -> str:
     path = directory / f"workers-{len(list(directory.iterdir()))}.json"
-    path.write_text(json.dumps({"dhis_celery_workers": [{**w, "loglevel": "info"} for w in workers]}))
+    path.write_text(json.dumps({"dhis_celery_workers": [{"loglevel": "info", **w} for w in workers]}))
     return f"@{path}"
 
 
@@ -152,6 +156,7 @@ class Sizes:
 
 
 def measure_workers(results: Results, label: str, queue: str, concurrency: int, sizes: Sizes) -> None:
+    settle()
     log(f"throughput: {label}")
 
     def median(n: int, seconds: float) -> float:
@@ -165,7 +170,9 @@ def guide_worker(results: Results, sizes: Sizes, n_calls: int) -> None:
     """`celery -A dhis_sync worker --loglevel=info` by hand on the role's host, its units stopped."""
     sh("docker", "exec", ROLE_HOST, "systemctl", "stop", "celery-worker@*")
     pidfile = "/tmp/bench-guide-worker.pid"
-    sh("docker", "exec", "-d", ROLE_HOST, "dhis-celery", "celery", "worker", "--loglevel=info", f"--pidfile={pidfile}")
+    # Its log goes to a file, as it would to a terminal (or to --logfile in the guide's units).
+    worker = f"exec dhis-celery celery worker --loglevel=info --pidfile={pidfile} >/tmp/bench-guide-worker.log 2>&1"
+    sh("docker", "exec", "-d", ROLE_HOST, "sh", "-c", worker)
     # A ping broadcast before the worker listens is lost: ask again until it answers.
     ping = "for i in $(seq 30); do dhis-celery celery inspect ping --timeout 2 >/dev/null 2>&1 && exit 0; done; exit 1"
     sh("docker", "exec", ROLE_HOST, "sh", "-c", ping)
@@ -177,16 +184,51 @@ def guide_worker(results: Results, sizes: Sizes, n_calls: int) -> None:
     sh("docker", "exec", ROLE_HOST, "systemctl", "start", "celery.target")
 
 
+def settle(limit: float = 90.0) -> None:
+    """Wait (at most `limit` s) until the machine's CPUs are 90 % idle over 2 s: the services a
+    converge has just (re)started boot for a few seconds and would be timed with the next run."""
+
+    def cpu() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        (idle0, all0), _, (idle1, all1) = cpu(), time.sleep(2), cpu()
+        if (idle1 - idle0) >= 0.9 * (all1 - all0):
+            return
+    log(f"settle: CPUs still busy after {limit:.0f} s, timing anyway")
+
+
+def rerun(results: Results, hosts: Path, runs: int) -> None:
+    """The no-change re-run, through Mitogen (ansible.cfg) and with Ansible's plain linear
+    strategy: the median of `runs` each, every run on a settled machine."""
+    for key, env in (("rerun", None), ("rerun_linear", {"ANSIBLE_STRATEGY": "linear"})):
+        log(f"no-change re-run x{runs}" + (", Mitogen off (Ansible's plain linear strategy)" if env else ""))
+        times = []
+        for _ in range(runs):
+            settle()
+            seconds, out = playbook(hosts, "playbooks/site.yml", env=env)
+            times.append(seconds)
+            counts = recap(out, ROLE_HOST)
+            if counts.get("changed", 0):
+                sys.exit(f"bench: the re-run changed {counts['changed']} task(s): not a no-change run\n{out[-3000:]}")
+        results.converge[key] = statistics.median(times)
+        if env is None:
+            results.rerun = counts
+
+
 def table(results: Results) -> str:
     c = results.converge
     rows = [
         "| Measure | Guide | Role | Ratio (role / guide) |",
         "|---|---|---|---|",
         f"| First converge on a fresh host (s) | {c['guide']:.1f} | {c['role']:.1f} | {c['role'] / c['guide']:.2f} |",
-        f"| No-change re-run of site.yml (s) | | {c['rerun']:.1f} "
+        f"| No-change re-run of site.yml, median of {results.runs} (s) | | {c['rerun']:.1f} "
         f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
         f"{results.rerun.get('changed', 0)} changed) | |",
-        f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`) (s) | | {c['rerun_linear']:.1f} | |",
+        f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`), median of {results.runs} (s) "
+        f"| | {c['rerun_linear']:.1f} | |",
     ]
     guide_label = next(iter(results.throughput))
     guide = results.throughput[guide_label]
@@ -203,7 +245,10 @@ def table(results: Results) -> str:
     g, r = results.round_trip["guide's worker"], results.round_trip["role"]
     for key, name in (("p50_ms", "p50"), ("p95_ms", "p95")):
         rows.append(f"| Health-check round trip {name} (ms) | {g[key]:.1f} | {r[key]:.1f} | {r[key] / g[key]:.2f} |")
-    rows.append(f"\nThe guide's worker ({guide_label}) runs {results.concurrency[guide_label]} processes.")
+    rows.append(
+        f"\nThe guide's hand-started worker runs prefork with {results.concurrency[guide_label]} processes "
+        "(Celery's default: one per core)."
+    )
     return "\n".join(rows)
 
 
@@ -244,12 +289,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-tasks", type=int, default=2000)
     parser.add_argument("--io-tasks", type=int, default=400)
-    parser.add_argument("--runs", type=int, default=3, help="throughput runs per figure (median kept)")
+    parser.add_argument("--runs", type=int, default=3, help="re-runs and throughput runs per figure (median kept)")
     parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
     parser.add_argument("--keep", action="store_true", help="leave the two containers running")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args()
-    results = Results()
+    results = Results(runs=args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         hosts = inventory(directory)
@@ -258,18 +303,17 @@ def main() -> None:
             fresh_container(name)
         playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
 
+        settle()
         log("first converge: playbooks/site.yml")
         results.converge["role"], _ = playbook(hosts, "playbooks/site.yml")
+        settle()
         log("first converge: the guide's steps")
         start = time.perf_counter()
         guide = (ROOT / "scripts/bench/guide.sh").read_text()
         sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
         results.converge["guide"] = time.perf_counter() - start
-        log("no-change re-run")
-        results.converge["rerun"], out = playbook(hosts, "playbooks/site.yml")
-        results.rerun = recap(out, ROLE_HOST)
-        log("no-change re-run, Mitogen off (Ansible's plain linear strategy)")
-        results.converge["rerun_linear"], _ = playbook(hosts, "playbooks/site.yml", env={"ANSIBLE_STRATEGY": "linear"})
+        sh("docker", "stop", GUIDE_HOST)  # its services would share the two cores with what follows
+        rerun(results, hosts, args.runs)
 
         sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
         guide_worker(results, sizes, args.calls)
