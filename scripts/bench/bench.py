@@ -260,10 +260,11 @@ def plot(results: Results, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     c = results.converge
-    bars = {"guide's steps": c["guide"], "role: first converge": c["role"], "role: no-change re-run": c["rerun"]}
-    bars["re-run, Mitogen off"] = c["rerun_linear"]
+    bars = {"guide's steps": c["guide"], "role:\nfirst converge": c["role"], "role:\nno-change re-run": c["rerun"]}
+    bars["same re-run,\nMitogen off"] = c["rerun_linear"]
     left.bar(list(bars), list(bars.values()))
     left.set_ylabel("seconds")
+    left.tick_params(axis="x", labelsize=8)
     left.set_title("Converge time (fresh Debian 12 container)")
     labels = list(results.throughput)
     io = [results.throughput[label]["io"] for label in labels]
