@@ -74,7 +74,6 @@ class Results:
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
-    runs: int = 3
 
 
 def sh(*cmd: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -218,16 +217,16 @@ def rerun(results: Results, hosts: Path, runs: int) -> None:
             results.rerun = counts
 
 
-def table(results: Results) -> str:
+def table(results: Results, runs: int) -> str:
     c = results.converge
     rows = [
         "| Measure | Guide | Role | Ratio (role / guide) |",
         "|---|---|---|---|",
         f"| First converge on a fresh host (s) | {c['guide']:.1f} | {c['role']:.1f} | {c['role'] / c['guide']:.2f} |",
-        f"| No-change re-run of site.yml, median of {results.runs} (s) | | {c['rerun']:.1f} "
+        f"| No-change re-run of site.yml, median of {runs} (s) | | {c['rerun']:.1f} "
         f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
         f"{results.rerun.get('changed', 0)} changed) | |",
-        f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`), median of {results.runs} (s) "
+        f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`), median of {runs} (s) "
         f"| | {c['rerun_linear']:.1f} | |",
     ]
     guide_label = next(iter(results.throughput))
@@ -260,8 +259,12 @@ def plot(results: Results, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     c = results.converge
-    bars = {"guide's steps": c["guide"], "role:\nfirst converge": c["role"], "role:\nno-change re-run": c["rerun"]}
-    bars["same re-run,\nMitogen off"] = c["rerun_linear"]
+    bars = {
+        "guide's steps": c["guide"],
+        "role:\nfirst converge": c["role"],
+        "role:\nno-change re-run": c["rerun"],
+        "same re-run,\nMitogen off": c["rerun_linear"],
+    }
     left.bar(list(bars), list(bars.values()))
     left.set_ylabel("seconds")
     left.tick_params(axis="x", labelsize=8)
@@ -295,7 +298,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the two containers running")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args()
-    results = Results(runs=args.runs)
+    results = Results()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         hosts = inventory(directory)
@@ -325,7 +328,7 @@ def main() -> None:
             measure_workers(results, label, "sync", workers[-1]["concurrency"], sizes)
         playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, DEFAULT_WORKERS))
 
-    markdown = table(results)
+    markdown = table(results, args.runs)
     print(markdown)
     if not args.no_report:
         given = shlex.join(sys.argv[1:])
