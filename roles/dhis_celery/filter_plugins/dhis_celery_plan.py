@@ -348,6 +348,11 @@ def _paths(v: dict, problems: Problems) -> None:
         problems.add("dhis_celery_conf_dir", f"{conf!r} is under a system tree; use a directory under /etc or /srv.")
     for index, path in enumerate(v.get("dhis_celery_environment_files") or []):
         _path(path, f"dhis_celery_environment_files[{index}]", problems)
+    for index, path in enumerate(v.get("dhis_celery_python_path") or []):
+        _path(path, f"dhis_celery_python_path[{index}]", problems)
+    for index, rule in enumerate(v.get("dhis_celery_redis_save") or []):
+        if not isinstance(rule, str) or not re.match(r"[0-9]+ [0-9]+\Z", rule):
+            problems.add(f"dhis_celery_redis_save[{index}]", f"must be 'SECONDS CHANGES'; got {rule!r}.")
     for index, path in enumerate(v.get("dhis_celery_writable_paths") or []):
         variable = f"dhis_celery_writable_paths[{index}]"
         path = _path(path, variable, problems, owned=True)
