@@ -77,6 +77,23 @@ CASES: list[tuple[str, dict, str]] = [
     ),
     ("routes-not-a-dict", {"dhis_celery_task_routes": ["sync"]}, "dhis_celery_task_routes"),
     ("workers-not-a-list", {"dhis_celery_workers": "default"}, "dhis_celery_workers"),
+    # The plan's classes (filter_plugins/dhis_celery_plan.py), one sample each on a real host.
+    ("env-value-with-newline", {"dhis_celery_environment": {"A": "x\nB=y"}}, "dhis_celery_environment.A"),
+    ("env-key-loader", {"dhis_celery_environment": {"LD_PRELOAD": "/tmp/x.so"}}, "dhis_celery_environment"),
+    ("redis-bind-newline", {"dhis_celery_redis_bind": ["127.0.0.1\nuser x on nopass +@all"]}, "dhis_celery_redis_bind"),
+    ("service-user-root", {"dhis_celery_user": "root"}, "dhis_celery_user"),
+    (
+        "acl-all-given-back",
+        {"dhis_celery_redis_user_acl": "~* &* +@all -@admin -@dangerous +@all"},
+        "dhis_celery_redis_user_acl",
+    ),
+    ("redis-user-is-admin", {"dhis_celery_redis_user": "admin"}, "dhis_celery_redis_user"),
+    ("cli-name-traversal", {"dhis_celery_cli_name": "../../bin/bash"}, "dhis_celery_cli_name"),
+    ("writable-root", {"dhis_celery_writable_paths": ["/"]}, "dhis_celery_writable_paths"),
+    ("conf-dir-etc", {"dhis_celery_conf_dir": "/etc"}, "dhis_celery_conf_dir"),
+    ("unit-prefix-default", {"dhis_celery_unit_prefix": "default"}, "dhis_celery_unit_prefix"),
+    ("pickle-accepted", {"dhis_celery_settings": {"accept_content": ["pickle"]}}, "dhis_celery_settings"),
+    ("flower-on-every-address", {"dhis_celery_flower_address": "0.0.0.0"}, "dhis_celery_flower_address"),
 ]
 
 FINGERPRINT = (

@@ -39,7 +39,7 @@ def test_rotated_secrets_never_show_at_vvv_and_take_effect(first_host: Any) -> N
         output = rotated.stdout + rotated.stderr
         assert rotated.returncode == 0, output[-3000:]
         # The secret-bearing tasks ran and changed the host (censored, so only their names show).
-        task = output[output.index("Install the secrets module]") :]
+        task = output[output.index("Install the settings set that loaded]") :]
         assert re.search(r"^(changed|ok): \[", task, re.M).group(1) == "changed"
         for value in new_values + old_values:
             assert value not in output

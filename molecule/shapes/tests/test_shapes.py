@@ -1,0 +1,137 @@
+"""Each project shape works through the role: a task round trip through its worker, Beat running
+a periodic task, the web side using Celery where there is one, values delivered verbatim, and a
+converge that starts a crashing worker fails naming the unit and its error."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dhis_testlib import play, wait_for
+
+PLAYS = {
+    play_["vars"]["dhis_celery_cli_name"]: play_["vars"]
+    for play_ in yaml.safe_load((Path(__file__).resolve().parents[1] / "converge.yml").read_text())
+}
+SHAPES = {"plain-celery": "jobs", "shop-celery": "jobs", "wired-celery": "orders"}
+
+
+def django(host: Any, cli: str, code: str) -> str:
+    script = "import django; django.setup()\n" + code
+    result = host.run(f"{cli} python -c {shlex.quote(script)}")
+    assert result.rc == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("cli", SHAPES)
+def test_a_task_makes_the_round_trip_through_the_worker(host: Any, cli: str) -> None:
+    app = SHAPES[cli]
+    assert django(host, cli, f"from {app}.tasks import add\nprint(add.delay(2, 3).get(timeout=30))") == "5"
+
+
+@pytest.mark.parametrize("cli", SHAPES)
+def test_beat_runs_the_periodic_task(host: Any, cli: str) -> None:
+    app = SHAPES[cli]
+    count = f"from {app}.models import Tick\nprint(Tick.objects.count())"
+    before = int(django(host, cli, count))
+    assert wait_for(lambda: int(django(host, cli, count)) > before, timeout=30)
+
+
+@pytest.mark.parametrize("cli", SHAPES)
+def test_units_run_as_the_project_user(host: Any, cli: str) -> None:
+    variables = PLAYS[cli]
+    prefix = variables.get("dhis_celery_unit_prefix", "celery")
+    for worker in variables["dhis_celery_workers"]:
+        unit = f"{prefix}-worker@{worker['name']}.service"
+        assert host.run(f"systemctl show -p User --value {unit}").stdout.strip() == variables["dhis_celery_user"]
+        pid = host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+        assert host.run(f"stat -c %U /proc/{pid}").stdout.strip() == variables["dhis_celery_user"]
+
+
+def test_the_project_s_own_broker_setting_is_replaced_by_the_role_s(host: Any) -> None:
+    url = django(host, "wired-celery", "from wired.celery import app\nprint(app.conf.broker_url.split('@')[-1])")
+    assert url == "127.0.0.1:6379/4"
+
+
+def test_the_web_side_sends_a_task_and_gets_its_result(host: Any) -> None:
+    out = host.run("curl -s --max-time 40 http://127.0.0.1:8100/add/").stdout
+    assert json.loads(out) == {"result": 5}
+
+
+def test_an_environment_file_value_reaches_the_worker_verbatim(host: Any) -> None:
+    value = django(
+        host, "shop-celery", "from jobs.tasks import env\nprint(env.delay('SHOP_DB_PASSWORD').get(timeout=30))"
+    )
+    assert value == "p4ss; $HOME ' \" # \\ end"
+
+
+def test_an_inventory_value_reaches_the_worker_and_the_command_verbatim(host: Any) -> None:
+    expected = PLAYS["plain-celery"]["dhis_celery_environment"]["HARD_VALUE"]
+    code = "from jobs.tasks import env\nprint(repr(env.delay('HARD_VALUE').get(timeout=30)))"
+    assert django(host, "plain-celery", code) == repr(expected)
+    assert django(host, "plain-celery", "import os\nprint(repr(os.environ['HARD_VALUE']))") == repr(expected)
+    assert not host.file("/root/x").exists
+
+
+def test_flower_of_each_project_takes_a_non_ascii_password(host: Any) -> None:
+    password = "shapes flower pässwörd 😀"
+    for port in (5555, 5556, 5557):
+        code = host.run(
+            f"curl -s -o /dev/null -w '%{{http_code}}' -u {shlex.quote('ops:' + password)} http://127.0.0.1:{port}/"
+        ).stdout
+        assert code == "200", port
+        assert host.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/").stdout == "401"
+
+
+def test_a_converge_that_starts_a_crashing_worker_fails_naming_it(host: Any) -> None:
+    """A bad release (the task module raises at import) with a restart: the gate fails, naming
+    the unit and the error; the fixed release converges again."""
+    tasks = "/srv/plain/jobs/tasks.py"
+    host.run(f"cp {tasks} /root/tasks.py.good && echo 'raise RuntimeError(\"bad release 42\")' >> {tasks}")
+    try:
+        crash = {**PLAYS["plain-celery"], "dhis_celery_health_timeout": 20}
+        crash["dhis_celery_workers"] = [{"name": "default", "queues": ["celery"], "concurrency": 1}]
+        result = play(host.backend.get_hostname(), crash)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert re.search(r"celery-worker@default\.service: .*RuntimeError: bad release 42", output), output[-3000:]
+    finally:
+        host.run(f"cp /root/tasks.py.good {tasks}")
+    result = play(host.backend.get_hostname(), PLAYS["plain-celery"])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+PTH = (
+    "import os; exec(\"if os.getuid() == 0:\\n open('/var/tmp/dhis-pth-root', 'a').close()"
+    "\\nelif os.access('/srv/plain', os.W_OK):\\n open('/srv/plain/.pth-ran', 'a').close()\")\n"
+)
+
+
+def test_root_never_runs_code_the_application_user_planted_in_its_venv(host: Any) -> None:
+    """A .pth file in the app-owned venv runs in every Python of that venv: it must run as the
+    application user during a converge, verify, ops and a rollback, and never as root.
+    Last in this file: the rollback takes the plain project back to threads."""
+    site = host.run("ls -d /srv/plain/venv/lib/python3*/site-packages").stdout.strip()
+    host.run("rm -f /var/tmp/dhis-pth-root /srv/plain/.pth-ran")
+    host.run(f"printf %s {shlex.quote(PTH)} | runuser -u plainapp -- tee {site}/zz_probe.pth >/dev/null")
+    plain = PLAYS["plain-celery"]
+    name = host.backend.get_hostname()
+    try:
+        for playbook, extra in (
+            ("playbooks/site.yml", {"dhis_celery_workers": [{"name": "default", "queues": ["celery"]}]}),
+            ("playbooks/site.yml", {}),
+            ("playbooks/verify.yml", {}),
+            ("playbooks/ops.yml", {"dhis_celery_ops_action": "restart"}),
+            ("playbooks/rollback.yml", {"dhis_celery_rollback_force": True}),
+        ):
+            result = play(name, {**plain, **extra}, playbook=playbook)
+            assert result.returncode == 0, (playbook, (result.stdout + result.stderr)[-3000:])
+            assert not host.file("/var/tmp/dhis-pth-root").exists, f"root ran the planted .pth during {playbook}"
+        assert host.file("/srv/plain/.pth-ran").exists, "the planted .pth never ran: the test proves nothing"
+    finally:
+        host.run(f"rm -f {site}/zz_probe.pth")
