@@ -88,6 +88,37 @@ def test_flower_of_each_project_takes_a_non_ascii_password(host: Any) -> None:
         assert host.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/").stdout == "401"
 
 
+FINGERPRINT = (
+    "{ find /etc/plain-celery -path /etc/plain-celery/python.new -prune -o -type f -print0 | sort -z"
+    " | xargs -0 sha256sum;"
+    " sha256sum /etc/systemd/system/celery-*.service /usr/local/bin/plain-celery;"
+    " systemctl show -p ActiveEnterTimestampMonotonic celery-worker@default celery-beat celery-flower; } | sha256sum"
+)
+BAD_PROJECT = [
+    (
+        "settings-do-not-import",
+        {"dhis_celery_django_settings_module": "plain.nosuch"},
+        "dhis_celery_django_settings_module",
+    ),
+    ("celery-app-does-not-import", {"dhis_celery_app_module": "plain.nosuch"}, "No module named 'plain.nosuch'"),
+    (
+        "fails-only-with-the-role-s-settings",
+        {"dhis_celery_django_settings": {"INSTALLED_APPS": ["jobs", "nosuch_app"]}},
+        "No module named 'nosuch_app'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [c[1:] for c in BAD_PROJECT], ids=[c[0] for c in BAD_PROJECT])
+def test_a_project_that_does_not_load_changes_nothing_installed(host: Any, extra: dict, expected: str) -> None:
+    before = host.run(FINGERPRINT).stdout
+    result = play(host.backend.get_hostname(), {**PLAYS["plain-celery"], **extra})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert expected in output, output[-3000:]
+    assert host.run(FINGERPRINT).stdout == before
+
+
 def test_a_converge_that_starts_a_crashing_worker_fails_naming_it(host: Any) -> None:
     """A bad release (the task module raises at import) with a restart: the gate fails, naming
     the unit and the error; the fixed release converges again."""
@@ -123,7 +154,6 @@ def test_root_never_runs_code_the_application_user_planted_in_its_venv(host: Any
     name = host.backend.get_hostname()
     try:
         for playbook, extra in (
-            ("playbooks/site.yml", {"dhis_celery_workers": [{"name": "default", "queues": ["celery"]}]}),
             ("playbooks/site.yml", {}),
             ("playbooks/verify.yml", {}),
             ("playbooks/ops.yml", {"dhis_celery_ops_action": "restart"}),
