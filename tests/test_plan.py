@@ -258,3 +258,10 @@ def test_python_literal_keeps_non_bmp_characters() -> None:
     namespace: dict[str, Any] = {}
     exec(f"X = {PLAN.python_literal({'p': HARD, 'n': [1, True, None]})}", namespace)
     assert namespace["X"] == {"p": HARD, "n": [1, True, None]}
+
+
+def test_worker_defaults_agree_with_the_argument_spec() -> None:
+    spec = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    suboptions = spec["dhis_celery_workers"]["options"]
+    for key, value in PLAN.WORKER_DEFAULTS.items():
+        assert suboptions[key].get("default", []) == value, key

@@ -155,3 +155,25 @@ def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: di
     assert first[1] < second[0], f"both worker hosts were down at once: {after}"
     # Back to the scenario's settings (a rolling restart again), still one host at a time.
     assert play("", {}).returncode == 0
+
+
+def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(cluster: dict[str, Any]) -> None:
+    """The sync host (first worker host of the rolling play) gets a release whose task module
+    raises at import, and a worker setting changes on both worker hosts: the sync host's health
+    gate fails naming its unit and the error, and the monitor host is never restarted."""
+    tasks = "/srv/dhis_sync/dhis_app/services/auto_sync/celery_tasks.py"
+    sync, monitor = cluster["sync"], cluster["monitor"]
+    monitor_before = monotonic(monitor, "celery-worker@monitor.service")
+    sync.run(f"cp {tasks} /root/celery_tasks.good && echo 'raise RuntimeError(\"bad release 7\")' >> {tasks}")
+    try:
+        result = play(
+            "", {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20}
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert re.search(r"celery-worker@sync\.service: .*RuntimeError: bad release 7", output), output[-3000:]
+        assert monotonic(monitor, "celery-worker@monitor.service") == monitor_before, "the rollout went on"
+    finally:
+        sync.run(f"cp /root/celery_tasks.good {tasks}")
+    recovered = play("", {})
+    assert recovered.returncode == 0, (recovered.stdout + recovered.stderr)[-3000:]

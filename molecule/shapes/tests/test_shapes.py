@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dhis_testlib import play, wait_for
+from dhis_testlib import MITOGEN, app_redis, play, setting, wait_for
 
 PLAYS = {
     play_["vars"]["dhis_celery_cli_name"]: play_["vars"]
@@ -76,6 +76,11 @@ def test_an_inventory_value_reaches_the_worker_and_the_command_verbatim(host: An
     assert django(host, "plain-celery", code) == repr(expected)
     assert django(host, "plain-celery", "import os\nprint(repr(os.environ['HARD_VALUE']))") == repr(expected)
     assert not host.file("/root/x").exists
+
+
+def test_the_hard_redis_password_authenticates_verbatim(host: Any) -> None:
+    assert app_redis(host, 6379, "PING") == "PONG"
+    assert app_redis(host, 6380, "PING") == "PONG"
 
 
 def test_flower_of_each_project_takes_a_non_ascii_password(host: Any) -> None:
@@ -143,25 +148,41 @@ PTH = (
 )
 
 
-def test_root_never_runs_code_the_application_user_planted_in_its_venv(host: Any) -> None:
+def test_root_never_runs_planted_code_and_no_secret_shows(host: Any) -> None:
     """A .pth file in the app-owned venv runs in every Python of that venv: it must run as the
-    application user during a converge, verify, ops and a rollback, and never as root.
+    application user during a converge, verify, ops and a rollback, and never as root. The same
+    runs, at -vvv with --diff, through Mitogen and through the linear strategy, print no secret:
+    not the Redis or Flower passwords, not a dhis_celery_environment value (raw or JSON-escaped).
     Last in this file: the rollback takes the plain project back to threads."""
     site = host.run("ls -d /srv/plain/venv/lib/python3*/site-packages").stdout.strip()
     host.run("rm -f /var/tmp/dhis-pth-root /srv/plain/.pth-ran")
     host.run(f"printf %s {shlex.quote(PTH)} | runuser -u plainapp -- tee {site}/zz_probe.pth >/dev/null")
     plain = PLAYS["plain-celery"]
+    secrets = [
+        setting(host, "dhis_celery_redis_password"),
+        setting(host, "dhis_celery_flower_users")[0]["password"],
+        plain["dhis_celery_environment"]["HARD_VALUE"],
+    ]
+    forms = [
+        form
+        for value in secrets
+        for form in (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1])
+    ]
     name = host.backend.get_hostname()
     try:
-        for playbook, extra in (
-            ("playbooks/site.yml", {}),
-            ("playbooks/verify.yml", {}),
-            ("playbooks/ops.yml", {"dhis_celery_ops_action": "restart"}),
-            ("playbooks/rollback.yml", {"dhis_celery_rollback_force": True}),
+        for playbook, extra, env in (
+            ("playbooks/site.yml", {}, MITOGEN),
+            ("playbooks/site.yml", {}, {}),
+            ("playbooks/verify.yml", {}, MITOGEN),
+            ("playbooks/ops.yml", {"dhis_celery_ops_action": "restart"}, {}),
+            ("playbooks/rollback.yml", {"dhis_celery_rollback_force": True}, MITOGEN),
         ):
-            result = play(name, {**plain, **extra}, playbook=playbook)
-            assert result.returncode == 0, (playbook, (result.stdout + result.stderr)[-3000:])
+            result = play(name, {**plain, **extra}, "-vvv", "--diff", playbook=playbook, env=env)
+            output = result.stdout + result.stderr
+            assert result.returncode == 0, (playbook, output[-3000:])
             assert not host.file("/var/tmp/dhis-pth-root").exists, f"root ran the planted .pth during {playbook}"
+            shown = [form for form in forms if form in output]
+            assert not shown, f"{playbook} ({env or 'linear'}) printed a secret"
         assert host.file("/srv/plain/.pth-ran").exists, "the planted .pth never ran: the test proves nothing"
     finally:
         host.run(f"rm -f {site}/zz_probe.pth")

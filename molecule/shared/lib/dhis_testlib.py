@@ -91,6 +91,9 @@ def django(host: Any, code: str) -> str:
     return run(host, f"dhis-celery python -c {shlex.quote(script)}")
 
 
+MITOGEN = {"ANSIBLE_STRATEGY_PLUGINS": str(ROOT / "plugins/strategy"), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,9 +115,11 @@ def project_sql(host: Any, sql: str) -> str:
     return out.strip().splitlines()[-1]  # Django 5.2's shell first prints what it imported
 
 
-def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
+def play(
+    host_name: str, extra: dict, *args: str, playbook: str = "playbooks/site.yml", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """ansible-playbook from the controller against one host of the scenario's inventory, or all
-    of them when host_name is empty (plain text out)."""
+    of them when host_name is empty (plain text out); `env` adds environment variables."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(extra, f)
     try:
@@ -132,7 +137,7 @@ def play(host_name: str, extra: dict, *args: str, playbook: str = "playbooks/sit
             capture_output=True,
             text=True,
             timeout=900,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})},
         )
     finally:
         os.unlink(f.name)
