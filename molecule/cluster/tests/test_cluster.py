@@ -158,22 +158,29 @@ def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: di
 
 
 def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(cluster: dict[str, Any]) -> None:
-    """The sync host (first worker host of the rolling play) gets a release whose task module
-    raises at import, and a worker setting changes on both worker hosts: the sync host's health
-    gate fails naming its unit and the error, and the monitor host is never restarted."""
+    """Both worker hosts get a release whose task module raises at import, and a worker setting
+    changes on both: the first worker host of the rolling play fails its health gate, naming its
+    unit and the error, and the other worker host is never restarted."""
     tasks = "/srv/dhis_sync/dhis_app/services/auto_sync/celery_tasks.py"
-    sync, monitor = cluster["sync"], cluster["monitor"]
-    monitor_before = monotonic(monitor, "celery-worker@monitor.service")
-    sync.run(f"cp {tasks} /root/celery_tasks.good && echo 'raise RuntimeError(\"bad release 7\")' >> {tasks}")
+    units = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
+    before = {name: monotonic(cluster[name], unit) for name, unit in units.items()}
+    for name in units:
+        cluster[name].run(
+            f"cp {tasks} /root/celery_tasks.good && echo 'raise RuntimeError(\"bad release 7\")' >> {tasks}"
+        )
     try:
         result = play(
             "", {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20}
         )
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
-        assert re.search(r"celery-worker@sync\.service: .*RuntimeError: bad release 7", output), output[-3000:]
-        assert monotonic(monitor, "celery-worker@monitor.service") == monitor_before, "the rollout went on"
+        failed = re.search(r"celery-worker@(sync|monitor)\.service: .*RuntimeError: bad release 7", output)
+        assert failed, output[-3000:]
+        other = "monitor" if failed.group(1) == "sync" else "sync"
+        after = monotonic(cluster[other], units[other])
+        assert after == before[other], f"the rollout went on to {other}: {before} -> {after}\n{output[-6000:]}"
     finally:
-        sync.run(f"cp /root/celery_tasks.good {tasks}")
+        for name in units:
+            cluster[name].run(f"cp /root/celery_tasks.good {tasks}")
     recovered = play("", {})
     assert recovered.returncode == 0, (recovered.stdout + recovered.stderr)[-3000:]

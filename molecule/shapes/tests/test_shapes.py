@@ -117,7 +117,7 @@ BAD_PROJECT = [
 @pytest.mark.parametrize(("extra", "expected"), [c[1:] for c in BAD_PROJECT], ids=[c[0] for c in BAD_PROJECT])
 def test_a_project_that_does_not_load_changes_nothing_installed(host: Any, extra: dict, expected: str) -> None:
     before = host.run(FINGERPRINT).stdout
-    result = play(host.backend.get_hostname(), {**PLAYS["plain-celery"], **extra})
+    result = play(host.backend.get_hostname(), {**PLAYS["plain-celery"], **extra}, env=MITOGEN)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert expected in output, output[-3000:]
@@ -132,13 +132,13 @@ def test_a_converge_that_starts_a_crashing_worker_fails_naming_it(host: Any) -> 
     try:
         crash = {**PLAYS["plain-celery"], "dhis_celery_health_timeout": 20}
         crash["dhis_celery_workers"] = [{"name": "default", "queues": ["celery"], "concurrency": 1}]
-        result = play(host.backend.get_hostname(), crash)
+        result = play(host.backend.get_hostname(), crash, env=MITOGEN)
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
         assert re.search(r"celery-worker@default\.service: .*RuntimeError: bad release 42", output), output[-3000:]
     finally:
         host.run(f"cp /root/tasks.py.good {tasks}")
-    result = play(host.backend.get_hostname(), PLAYS["plain-celery"])
+    result = play(host.backend.get_hostname(), PLAYS["plain-celery"], env=MITOGEN)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 

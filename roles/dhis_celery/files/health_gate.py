@@ -24,14 +24,16 @@ import urllib.request
 
 # Asked through the project's command as the application user: one reply per worker, no longer.
 PING = """
-import json, sys
+import json, socket, sys
 from celery.app.utils import find_app
 expected = json.loads(sys.argv[2])
 app = find_app(sys.argv[1])
-replies = app.control.inspect(timeout=float(sys.argv[3]), limit=len(expected)).active_queues() or {}
+# Only this host's instances (units name them NAME@%H): other hosts share the broker.
+destination = [f"{name}@{socket.gethostname()}" for name in expected]
+inspect = app.control.inspect(timeout=float(sys.argv[3]), destination=destination, limit=len(destination))
+replies = inspect.active_queues() or {}
 print(json.dumps({name.split("@")[0]: sorted(q["name"] for q in queues) for name, queues in replies.items()}))
 """
-
 
 def unit_states(units: list[str]) -> dict[str, dict[str, str]]:
     properties = "Id,ActiveState,SubState,NRestarts,ActiveEnterTimestampMonotonic"
