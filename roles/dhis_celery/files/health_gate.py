@@ -35,6 +35,7 @@ replies = inspect.active_queues() or {}
 print(json.dumps({name.split("@")[0]: sorted(q["name"] for q in queues) for name, queues in replies.items()}))
 """
 
+
 def unit_states(units: list[str]) -> dict[str, dict[str, str]]:
     properties = "Id,ActiveState,SubState,NRestarts,ActiveEnterTimestampMonotonic"
     out = subprocess.run(
