@@ -24,9 +24,11 @@ POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Whole-string patterns: \Z, never $, which also matches before a trailing newline.
-IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-SCHEDULER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?\Z")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_NAME}(\.{_NAME})*"
+IDENT = re.compile(rf"{_NAME}\Z")
+MODULE = re.compile(rf"{_DOTTED}\Z")
+SCHEDULER = re.compile(rf"{_DOTTED}(:{_NAME})?\Z")
 WORKER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
 POSIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
