@@ -10,7 +10,7 @@ import shlex
 import time
 from typing import Any
 
-from dhis_testlib import django, http, play, redis, setting, wait_for, web
+from dhis_testlib import MITOGEN, django, http, play, redis, setting, wait_for, web
 
 CELERY_UNITS = (
     "redis-server.service",
@@ -140,7 +140,7 @@ def monotonic(host: Any, unit: str) -> tuple[int, int]:
 def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: dict[str, Any]) -> None:
     workers = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
     before = {name: monotonic(cluster[name], unit) for name, unit in workers.items()}
-    result = play("", {"dhis_celery_settings": {"worker_max_tasks_per_child": 500}})
+    result = play("", {"dhis_celery_settings": {"worker_max_tasks_per_child": 500}}, env=MITOGEN)
     assert result.returncode == 0, result.stdout[-3000:]
     # The shared database is migrated once per cluster, from the Beat host.
     # Every play of site.yml lists the task; only the Beat host's play may run it.
@@ -154,7 +154,7 @@ def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: di
     first, second = sorted(after.values())
     assert first[1] < second[0], f"both worker hosts were down at once: {after}"
     # Back to the scenario's settings (a rolling restart again), still one host at a time.
-    assert play("", {}).returncode == 0
+    assert play("", {}, env=MITOGEN).returncode == 0
 
 
 def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(cluster: dict[str, Any]) -> None:
@@ -170,7 +170,8 @@ def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(clust
         )
     try:
         result = play(
-            "", {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20}
+            "", {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20},
+            env=MITOGEN,
         )
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
@@ -182,5 +183,5 @@ def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(clust
     finally:
         for name in units:
             cluster[name].run(f"cp /root/celery_tasks.good {tasks}")
-    recovered = play("", {})
+    recovered = play("", {}, env=MITOGEN)
     assert recovered.returncode == 0, (recovered.stdout + recovered.stderr)[-3000:]
