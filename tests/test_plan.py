@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROLE = Path(__file__).resolve().parents[1] / "roles/dhis_celery"
-SPEC = importlib.util.spec_from_file_location("dhis_celery_plan", ROLE / "filter_plugins/dhis_celery_plan.py")
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = ROOT / "roles/dhis_celery"
+SPEC = importlib.util.spec_from_file_location("dhis_celery_plan", ROOT / "plugins/filter/dhis_celery_plan.py")
 assert SPEC and SPEC.loader
 PLAN = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(PLAN)

@@ -170,7 +170,8 @@ def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(clust
         )
     try:
         result = play(
-            "", {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20},
+            "",
+            {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20},
             env=MITOGEN,
         )
         output = result.stdout + result.stderr

@@ -5,14 +5,16 @@ converge that starts a crashing worker fails naming the unit and its error."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from dhis_testlib import MITOGEN, app_redis, play, setting, wait_for
+from dhis_testlib import MITOGEN, ROOT, app_redis, play, setting, wait_for
 
 PLAYS = {
     play_["vars"]["dhis_celery_cli_name"]: play_["vars"]
@@ -140,6 +142,63 @@ def test_a_converge_that_starts_a_crashing_worker_fails_naming_it(host: Any) -> 
         host.run(f"cp /root/tasks.py.good {tasks}")
     result = play(host.backend.get_hostname(), PLAYS["plain-celery"], env=MITOGEN)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+OPS_PLAYBOOK = """---
+- name: Our own play, with the role from the collection
+  hosts: dhis_celery
+  become: true
+  roles:
+    - role: dhis2.celery.dhis_celery
+"""
+
+
+def ops_repository(host: Any, directory: Path, variables: dict) -> dict[str, str]:
+    """The ops team's own repository: its ansible.cfg (no roles_path, no Mitogen), an inventory
+    naming this host, and the collection installed from the built artifact into ./collections.
+    Returns the environment to run its commands in: nothing of this repository's settings."""
+    artifacts = directory / "dist"
+    subprocess.run(
+        ["ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(artifacts)],
+        check=True,
+        capture_output=True,
+    )
+    (artifact,) = artifacts.glob("dhis2-celery-*.tar.gz")
+    (directory / "ansible.cfg").write_text("[defaults]\ncollections_path = ./collections\ninventory = inventory.yml\n")
+    (directory / "requirements.yml").write_text(f"---\ncollections:\n  - name: {artifact}\n    type: file\n")
+    hosts = {host.backend.get_hostname(): {"ansible_connection": "community.docker.docker"}}
+    (directory / "inventory.yml").write_text(json.dumps({"dhis_celery": {"hosts": hosts, "vars": variables}}))
+    (directory / "our_site.yml").write_text(OPS_PLAYBOOK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+    env.update(ANSIBLE_CONFIG=str(directory / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    install = ["ansible-galaxy", "collection", "install", "-r", "requirements.yml"]
+    subprocess.run(install, cwd=directory, env=env, check=True, capture_output=True)
+    return env
+
+
+def test_an_ops_repository_converges_through_the_built_collection(host: Any, tmp_path: Path) -> None:
+    """Its own playbook applies dhis2.celery.dhis_celery with a changed worker setting (a
+    restart), then `ansible-playbook dhis2.celery.site` puts the setting back: both converge
+    through the collection alone and pass the health gate."""
+    inventory = {k: v for k, v in host.ansible.get_variables().items() if k.startswith("dhis_celery_")}
+    env = ops_repository(host, tmp_path, {**inventory, **PLAYS["shop-celery"]})
+    unit = "shop-worker@main.service"
+    settings = "/etc/shop-celery/python/dhis_celery_settings.py"
+    started = host.run(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}").stdout
+    for playbook, value in (("our_site.yml", 321), ("dhis2.celery.site", None)):
+        extra = json.dumps({"dhis_celery_settings": {"worker_max_tasks_per_child": value}} if value else {})
+        run = subprocess.run(
+            ["ansible-playbook", playbook, "-e", extra], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output[-3000:]
+        # The role's tasks are named by the collection's role, and the gate ran.
+        assert re.search(r"TASK \[dhis2\.celery\.dhis_celery : Gate \| Prove", output), output[-3000:]
+        assert re.search(r"changed=[1-9]", output), output[-3000:]
+        assert ("worker_max_tasks_per_child" in host.file(settings).content_string) == bool(value)
+        restarted = host.run(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}").stdout
+        assert restarted != started, f"{playbook} did not restart {unit}"
+        started = restarted
 
 
 PTH = (

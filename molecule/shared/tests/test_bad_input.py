@@ -77,7 +77,7 @@ CASES: list[tuple[str, dict, str]] = [
     ),
     ("routes-not-a-dict", {"dhis_celery_task_routes": ["sync"]}, "dhis_celery_task_routes"),
     ("workers-not-a-list", {"dhis_celery_workers": "default"}, "dhis_celery_workers"),
-    # The plan's classes (filter_plugins/dhis_celery_plan.py), one sample each on a real host.
+    # The plan's classes (plugins/filter/dhis_celery_plan.py), one sample each on a real host.
     ("env-value-with-newline", {"dhis_celery_environment": {"A": "x\nB=y"}}, "dhis_celery_environment.A"),
     ("env-key-loader", {"dhis_celery_environment": {"LD_PRELOAD": "/tmp/x.so"}}, "dhis_celery_environment"),
     ("redis-bind-newline", {"dhis_celery_redis_bind": ["127.0.0.1\nuser x on nopass +@all"]}, "dhis_celery_redis_bind"),
