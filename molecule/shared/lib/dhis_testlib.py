@@ -92,6 +92,8 @@ def django(host: Any, code: str) -> str:
 
 
 MITOGEN = {"ANSIBLE_STRATEGY_PLUGINS": str(ROOT / "plugins/strategy"), "ANSIBLE_STRATEGY": "mitogen_linear"}
+# Ansible's own strategy: play() inherits the scenario's environment, which may select Mitogen.
+LINEAR = {"ANSIBLE_STRATEGY": "ansible.builtin.linear"}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.5) -> bool:
