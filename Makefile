@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SUITES := bookworm trixie
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability bench clean help
+.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability bench security-report clean help
 
 help:
 	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
@@ -72,6 +72,11 @@ $(VENV)/.bench: requirements-bench.txt $(VENV)/.installed
 
 bench: setup $(VENV)/.bench
 	$(BIN)/python scripts/bench/bench.py $(BENCH_ARGS)
+
+# Not part of `make test`: exposure scores of the role's units and the guide's on the demo host;
+# writes docs/security-report.json and the generated part of docs/SECURITY.md.
+security-report: demo
+	$(BIN)/python scripts/security_report.py
 
 demo-clean:
 	-docker rm -f dhis-celery-demo

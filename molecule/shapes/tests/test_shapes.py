@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dhis_testlib import LINEAR, MITOGEN, ROOT, app_redis, play, setting, wait_for
+from dhis_testlib import LINEAR, MITOGEN, ROOT, admin_redis, app_redis, play, setting, wait_for
 
 PLAYS = {
     play_["vars"]["dhis_celery_cli_name"]: play_["vars"]
@@ -83,6 +83,13 @@ def test_an_inventory_value_reaches_the_worker_and_the_command_verbatim(host: An
 def test_the_hard_redis_password_authenticates_verbatim(host: Any) -> None:
     assert app_redis(host, 6379, "PING") == "PONG"
     assert app_redis(host, 6380, "PING") == "PONG"
+
+
+def test_the_cache_is_capped_at_a_tenth_of_memory_by_default(host: Any) -> None:
+    """No project here sets dhis_celery_redis_cache_maxmemory_mb: the default rule applies."""
+    memtotal_mb = host.ansible("setup", "filter=ansible_memtotal_mb")["ansible_facts"]["ansible_memtotal_mb"]
+    lines = admin_redis(host, 6380, "CONFIG", "GET", "maxmemory").splitlines()
+    assert int(lines[1]) == max(memtotal_mb // 10, 64) * 1024 * 1024, (memtotal_mb, lines)
 
 
 def test_flower_of_each_project_takes_a_non_ascii_password(host: Any) -> None:

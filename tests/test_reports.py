@@ -1,0 +1,32 @@
+"""Generated docs say what their saved raw results say: the section between the markers is
+exactly what the generator writes from the JSON beside it (a figure or conclusion typed by hand,
+or results saved without regenerating the doc, fail here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import security_report  # noqa: E402
+
+
+def generated(doc: Path, begin: str, end: str) -> str:
+    text = doc.read_text()
+    return text[text.index(begin) + len(begin) : text.index(end)].strip()
+
+
+def test_security_md_figures_are_generated_from_security_report_json() -> None:
+    report = json.loads(security_report.REPORT.read_text())
+    section = generated(security_report.DOC, security_report.BEGIN, security_report.END)
+    assert section == security_report.markdown(report).strip()
+
+
+def test_the_security_report_measured_every_unit_it_compares() -> None:
+    units = json.loads(security_report.REPORT.read_text())["units"]
+    assert [u["unit"] for u in units["role"]] == security_report.ROLE_UNITS
+    assert [u["unit"] for u in units["debian"]] == security_report.DEBIAN_UNITS
+    assert len(units["guide"]) == 3
