@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SUITES := bookworm trixie
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability bench security-report clean help
+.PHONY: all setup venv docker images promtool lint unit test molecule demo demo-clean reliability bench security-report test-timings clean help
 
 help:
 	@echo "make demo | make test | make lint | make molecule SCENARIO=name | make demo-clean"
@@ -55,7 +55,18 @@ molecule: setup
 	  echo "== $$scenario took $$(( $$(date +%s) - start )) s"; \
 	done
 
-test: lint unit molecule
+# Prints `== STEP took N s` for each step and the whole; `make test 2>&1 | tee .cache/make-test.log`
+# then `make test-timings` writes the README's timings from that log (docs/test-timings.json).
+test: venv
+	@start=$$(date +%s); \
+	for step in lint unit molecule; do \
+	  step_start=$$(date +%s); $(MAKE) --no-print-directory $$step; \
+	  [ $$step = molecule ] || echo "== $$step took $$(( $$(date +%s) - step_start )) s"; \
+	done; \
+	echo "== make test took $$(( $$(date +%s) - start )) s"
+
+test-timings: venv
+	$(BIN)/python scripts/report_test_timings.py .cache/make-test.log
 
 demo: setup
 	bash scripts/demo.sh

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import report_test_timings as test_timings  # noqa: E402
 import security_report  # noqa: E402
 
 
@@ -30,3 +31,10 @@ def test_the_security_report_measured_every_unit_it_compares() -> None:
     assert [u["unit"] for u in units["role"]] == security_report.ROLE_UNITS
     assert [u["unit"] for u in units["debian"]] == security_report.DEBIAN_UNITS
     assert len(units["guide"]) == 3
+
+
+def test_the_readme_s_timings_are_generated_from_test_timings_json() -> None:
+    results = json.loads(test_timings.RESULTS.read_text())
+    section = generated(test_timings.README, test_timings.BEGIN, test_timings.END)
+    assert section == test_timings.markdown(results).strip()
+    assert results["total_seconds"] >= sum(step["seconds"] for step in results["steps"])
