@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import reliability_report  # noqa: E402
 import report_test_timings as test_timings  # noqa: E402
 import security_report  # noqa: E402
 
@@ -38,3 +39,9 @@ def test_the_readme_s_timings_are_generated_from_test_timings_json() -> None:
     section = generated(test_timings.README, test_timings.BEGIN, test_timings.END)
     assert section == test_timings.markdown(results).strip()
     assert results["total_seconds"] >= sum(step["seconds"] for step in results["steps"])
+
+
+def test_reliability_md_is_generated_from_reliability_json() -> None:
+    results = json.loads(reliability_report.RESULTS.read_text())
+    assert reliability_report.DOC.read_text() == reliability_report.render(results)
+    assert [row["case"].split(".")[0] for row in results["rows"]] == [str(n) for n in range(1, 8)]
