@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,14 +286,25 @@ def plot(results: Results, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_report(results: Results, markdown: str, command: str) -> None:
+SAVED = ROOT / "docs/performance.json"
+
+
+def save(results: Results, runs: int, command: str) -> None:
+    """The raw figures the report and the plot are drawn from (`--from-saved` redraws them)."""
+    meta = {"measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command, "runs": runs}
+    SAVED.write_text(json.dumps({**meta, "cores": os.cpu_count(), "results": asdict(results)}, indent=2) + "\n")
+
+
+def write_report() -> None:
+    saved = json.loads(SAVED.read_text())
+    results = Results(**saved["results"])
     doc = ROOT / "docs/PERFORMANCE.md"
-    text = doc.read_text()
     measured = (
-        f"<!-- bench:begin -->\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}` "
-        f"on this machine ({sh('nproc').strip()} cores):\n\n{markdown}\n\n![](performance.png)\n<!-- bench:end -->"
+        f"<!-- bench:begin -->\nMeasured {saved['measured_at']} with `{saved['command']}` on this machine "
+        f"({saved['cores']} cores); raw figures in `docs/performance.json`, from which this table and the plot "
+        f"are drawn:\n\n{table(results, saved['runs'])}\n\n![](performance.png)\n<!-- bench:end -->"
     )
-    doc.write_text(re.sub(r"<!-- bench:begin -->.*<!-- bench:end -->", measured, text, flags=re.S))
+    doc.write_text(re.sub(r"<!-- bench:begin -->.*<!-- bench:end -->", measured, doc.read_text(), flags=re.S))
     plot(results, ROOT / "docs/performance.png")
 
 
@@ -305,7 +316,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
     parser.add_argument("--keep", action="store_true", help="leave the two containers running")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
+    if args.from_saved:
+        write_report()
+        return
     results = Results()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -340,7 +355,8 @@ def main() -> None:
     print(markdown)
     if not args.no_report:
         given = shlex.join(sys.argv[1:])
-        write_report(results, markdown, f'make bench BENCH_ARGS="{given}"' if given else "make bench")
+        save(results, args.runs, f'make bench BENCH_ARGS="{given}"' if given else "make bench")
+        write_report()
     if not args.keep:
         for name in (ROLE_HOST, GUIDE_HOST):
             sh("docker", "rm", "-f", name, check=False)
