@@ -97,6 +97,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("worker-loglevel", {"dhis_celery_workers": [{**W, "loglevel": "loud"}]}, "dhis_celery_workers[0].loglevel"),
     ("worker-extra-space", {"dhis_celery_workers": [{**W, "extra_args": ["--a b"]}]}, "dhis_celery_workers[0].extra"),
     ("worker-extra-dollar", {"dhis_celery_workers": [{**W, "extra_args": ["--x=$HOME"]}]}, "dhis_celery_workers[0].ex"),
+    ("worker-memory-words", {"dhis_celery_workers": [{**W, "memory_max": "lots"}]}, "dhis_celery_workers[0].memory_m"),
+    ("worker-memory-newline", {"dhis_celery_workers": [{**W, "memory_high": "1G\nX=1"}]}, "dhis_celery_workers[0].mem"),
+    ("worker-child-below-0", {"dhis_celery_workers": [{**W, "max_tasks_per_child": -1}]}, "dhis_celery_workers[0].max"),
     ("worker-unknown-key", {"dhis_celery_workers": [{**W, "queue": "x"}]}, "dhis_celery_workers[0]"),
     ("workers-empty", {"dhis_celery_workers": []}, "dhis_celery_workers"),
     ("workers-not-list", {"dhis_celery_workers": "default"}, "dhis_celery_workers"),
@@ -225,13 +228,29 @@ def test_worker_defaults_are_filled_in_once() -> None:
             "pool": "prefork",
             "loglevel": "info",
             "extra_args": [],
+            "max_tasks_per_child": 0,
+            "max_memory_per_child": 0,
+            "memory_high": "",
+            "memory_max": "",
+            "child_args": [],
             "concurrency": 4,
             "unit": "celery-worker@a.service",
             "env_file": "/etc/dhis-celery/worker-a.env",
+            "memory_dropin": "/etc/systemd/system/celery-worker@a.service.d/memory.conf",
+            "memory_fenced": False,
         }
     ]
     assert plan["running_units"] == ["celery-worker@a.service", "celery-beat.service", "celery-flower.service"]
     assert plan["unrouted_queues"] == ["sync", "monitor"]
+
+
+def test_memory_fences_become_child_arguments_and_a_drop_in() -> None:
+    worker = {"name": "a", "queues": ["celery"], "max_tasks_per_child": 50, "max_memory_per_child": 200000}
+    plan = PLAN.dhis_celery_plan({**good(), "dhis_celery_workers": [{**worker, "memory_max": "1G"}]}, PARTS, FACTS)
+    assert plan["problems"] == []
+    (planned,) = plan["workers"]
+    assert planned["child_args"] == ["--max-tasks-per-child=50", "--max-memory-per-child=200000"]
+    assert planned["memory_fenced"] and planned["memory_high"] == ""
 
 
 def test_a_host_without_the_workers_part_runs_no_worker() -> None:

@@ -19,7 +19,18 @@ import re
 import unicodedata
 from typing import Any
 
-WORKER_DEFAULTS: dict[str, Any] = {"pool": "prefork", "loglevel": "info", "extra_args": []}
+WORKER_DEFAULTS: dict[str, Any] = {
+    "pool": "prefork",
+    "loglevel": "info",
+    "extra_args": [],
+    "max_tasks_per_child": 0,
+    "max_memory_per_child": 0,
+    "memory_high": "",
+    "memory_max": "",
+}
+# systemd's MemoryHigh=/MemoryMax= values: bytes with an optional K/M/G/T suffix, a percentage of
+# the host's memory, or infinity ("" leaves the unit without a limit).
+MEMORY = re.compile(r"(\d+[KMGT]?|\d{1,2}(\.\d+)?%|100%|infinity)?\Z")
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -147,7 +158,7 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
         if not isinstance(entry, dict):
             problems.add(where, "must be a mapping with at least name and queues.")
             continue
-        unknown = set(entry) - {"name", "queues", "concurrency", "pool", "loglevel", "extra_args"}
+        unknown = set(entry) - {"name", "queues", "concurrency", *WORKER_DEFAULTS}
         if unknown:
             problems.add(where, f"has unknown keys {sorted(unknown)}.")
         worker = {**WORKER_DEFAULTS, "concurrency": max(vcpus, 1), **entry}
@@ -177,12 +188,30 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
                 problems.add(
                     f"{where}.extra_args", f"each item is one option like --max-tasks-per-child=100; got {arg!r}."
                 )
+        # Child recycling (Celery) inside, a systemd memory fence outside.
+        child_args = []
+        for key, option in (
+            ("max_tasks_per_child", "--max-tasks-per-child"),
+            ("max_memory_per_child", "--max-memory-per-child"),
+        ):
+            worker[key] = _int(worker[key], f"{where}.{key}", problems, 0, 2**31 - 1)
+            if worker[key]:
+                child_args.append(f"{option}={worker[key]}")
+        for key in ("memory_high", "memory_max"):
+            if not isinstance(worker[key], str) or not MEMORY.match(worker[key]):
+                problems.add(
+                    f"{where}.{key}", f"must be like 512M, 2G, 20% or infinity (systemd); got {worker[key]!r}."
+                )
+        unit = f"{prefix}-worker@{name}.service"
         worker.update(
             name=name,
             queues=list(queues),
             extra_args=list(extra),
-            unit=f"{prefix}-worker@{name}.service",
+            child_args=child_args,
+            unit=unit,
             env_file=f"{conf_dir}/worker-{name}.env",
+            memory_dropin=f"/etc/systemd/system/{unit}.d/memory.conf",
+            memory_fenced=bool(worker["memory_high"] or worker["memory_max"]),
         )
         workers.append(worker)
     return workers

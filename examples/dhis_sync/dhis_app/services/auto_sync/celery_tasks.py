@@ -1,5 +1,6 @@
 """The guide's five Celery tasks. Each is idempotent: running one twice records one run."""
 
+import os
 import socket
 import time
 from datetime import timedelta
@@ -67,3 +68,14 @@ def celery_wait(seconds: float = 0.0) -> float:
     if seconds:
         time.sleep(seconds)
     return seconds
+
+
+_LEAKED: list[bytes] = []
+
+
+@shared_task
+def celery_leak(megabytes: int) -> int:
+    """The memory test's task: leaks like a cache that never shrinks, keeping `megabytes` of
+    written (resident) memory in its pool child for good. Returns the child's process id."""
+    _LEAKED.append(b"\x01" * (megabytes * 2**20))
+    return os.getpid()
