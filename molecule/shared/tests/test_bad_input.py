@@ -108,7 +108,10 @@ FINGERPRINT = (
 def failure_messages(output: str) -> str:
     """What the failed tasks say: their messages and errors, without the argument spec that a
     failed validate_argument_spec prints beside them (it names every variable)."""
-    results = [json.loads(line) for line in re.findall(r"FAILED! => (\{.*\})$", output, re.M)]
+    # One JSON line per failed task (fatal: [host]: FAILED! => {...}) or per failed loop item
+    # (failed: [host] (item=...) => {...}).
+    lines = re.findall(r"^(?:fatal: \[[^\]]*\]: FAILED!|failed: \[[^\]]*\] \(item=.*?\)) => (\{.*\})$", output, re.M)
+    results = [json.loads(line) for line in lines]
     assert results, output[-3000:]
     keys = ("msg", "argument_errors", "stdout", "stderr")
     return "\n".join(str(result.get(key, "")) for result in results for key in keys)
