@@ -223,15 +223,10 @@ def test_worker_defaults_are_filled_in_once() -> None:
     plan = PLAN.dhis_celery_plan({**good(), "dhis_celery_workers": [{"name": "a", "queues": ["celery"]}]}, PARTS, FACTS)
     assert plan["workers"] == [
         {
+            # The defaults' values are pinned against the argument spec below; here: all filled in.
+            **PLAN.WORKER_DEFAULTS,
             "name": "a",
             "queues": ["celery"],
-            "pool": "prefork",
-            "loglevel": "info",
-            "extra_args": [],
-            "max_tasks_per_child": 0,
-            "max_memory_per_child": 0,
-            "memory_high": "",
-            "memory_max": "",
             "child_args": [],
             "concurrency": 4,
             "unit": "celery-worker@a.service",
