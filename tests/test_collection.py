@@ -24,7 +24,7 @@ GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 PLAYBOOKS = ("site", "rollback", "verify", "ops")
 # Top-level paths that must never ship: test hosts and projects, local state, this repository's
 # inventories (the dev one holds its vault password) and the link that makes the tree a collection.
-NEVER_SHIPPED = {".venv", ".demo", ".cache", ".ansible", ".ci", "collections", "examples", "inventories"}
+NEVER_SHIPPED = {".venv", ".demo", ".cache", ".ansible", ".ci", ".config", "collections", "examples", "inventories"}
 NEVER_SHIPPED |= {"molecule", "scripts", "tests", "ansible.cfg", "site.yml", "Makefile"}
 
 
