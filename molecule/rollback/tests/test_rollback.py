@@ -58,6 +58,8 @@ def test_redis_stays_installed_and_running(host: Any) -> None:
         "/etc/dhis-celery",
         "/usr/local/bin/dhis-celery",
         "/etc/systemd/system/celery-worker@.service",
+        # The worker's memory fence (molecule.yml gives it one).
+        "/etc/systemd/system/celery-worker@default.service.d",
         "/etc/systemd/system/dhis-sync-web.service.d/dhis-celery.conf",
     ],
 )

@@ -149,12 +149,16 @@ def play(
     )
 
 
-@pytest.fixture
-def first_host(host: Any) -> Any:
-    """The host fixture, on the first platform only (for checks that cost a playbook run)."""
+def only_the_first_host(host: Any) -> Any:
+    """The host, on the first platform only (for checks that cost a playbook run); else a skip."""
     if host.backend.get_hostname() != sorted(host.ansible.get_variables()["groups"]["all"])[0]:
         pytest.skip("checked on the first platform only")
     return host
+
+
+@pytest.fixture
+def first_host(host: Any) -> Any:
+    return only_the_first_host(host)
 
 
 @pytest.hookimpl(hookwrapper=True)

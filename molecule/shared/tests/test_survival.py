@@ -8,11 +8,12 @@ platform only.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dhis_testlib import admin_redis, app_redis, completed, django, play, queued, run, send_batch, wait_for
+from dhis_testlib import admin_redis, app_redis, completed, django, play, queued, run, send_batch, setting, wait_for
 
 BROKER, CACHE = 6379, 6380
 
@@ -69,16 +70,57 @@ def test_the_queue_and_both_instances_survive_a_host_restart(stopped_worker: Any
     assert wait_for(lambda: completed(host, 9002)[0] == 30, timeout=60)
 
 
-def test_moving_from_one_instance_to_two_keeps_queued_messages(stopped_worker: Any) -> None:
+def test_moving_from_one_instance_to_two_and_turning_aof_on_keeps_the_data(stopped_worker: Any) -> None:
     host = stopped_worker
     name = host.backend.get_hostname()
-    single = play(name, {"dhis_celery_redis_cache_separate": False})
+    single = play(name, {"dhis_celery_redis_cache_separate": False, "dhis_celery_redis_appendonly": False})
     assert single.returncode == 0, single.stdout[-3000:]
     assert not host.service("redis-server@cache").is_running
+    assert "aof_enabled:0" in admin_redis(host, BROKER, "INFO", "persistence")
     run(host, "systemctl stop celery-worker@default")
     send_batch(host, 9003, 20)
+    # The AOF left from before is stale: a restart that loaded it, and not the data set in
+    # memory, would lose the key and the messages written since.
+    assert app_redis(host, BROKER, "SET", "aof-probe", "kept") == "OK"
+    before = time.monotonic()
     both = play(name, {})
     assert both.returncode == 0, both.stdout[-3000:]
     assert host.service("redis-server@cache").is_running
+    persistence = admin_redis(host, BROKER, "INFO", "persistence")
+    assert "aof_enabled:1" in persistence
+    uptime = int(admin_redis(host, BROKER, "INFO", "server").split("uptime_in_seconds:")[1].split()[0])
+    assert uptime <= time.monotonic() - before, "the broker was not restarted on its new configuration"
+    assert app_redis(host, BROKER, "GETDEL", "aof-probe") == "kept"
     run(host, "systemctl start celery-worker@default")
     assert wait_for(lambda: completed(host, 9003)[0] == 20, timeout=60)
+
+
+def unit_times(host: Any, unit: str) -> dict[str, int]:
+    props = "ActiveEnterTimestampMonotonic", "ActiveExitTimestampMonotonic", "MainPID"
+    out = run(host, f"systemctl show {' '.join('-p ' + p for p in props)} {unit}")
+    return {k: int(v) for k, v in (line.split("=", 1) for line in out.split())}
+
+
+def test_instances_restart_one_at_a_time_and_an_undeclared_one_stops(first_host: Any) -> None:
+    host = first_host
+    name = host.backend.get_hostname()
+    two = [*setting(host, "dhis_celery_workers"), {"name": "spare", "queues": ["spare"], "concurrency": 1}]
+    units = [f"celery-worker@{w['name']}" for w in two]
+    try:
+        added = play(name, {"dhis_celery_workers": two})
+        assert added.returncode == 0, added.stdout[-3000:]
+        assert host.service("celery-worker@spare").is_running
+        start = int(run(host, "python3 -c 'import time; print(int(time.monotonic() * 1e6))'"))
+        quiet = play(name, {"dhis_celery_workers": [{**w, "loglevel": "warning"} for w in two]})
+        assert quiet.returncode == 0, quiet.stdout[-3000:]
+        first, second = sorted((unit_times(host, u) for u in units), key=lambda t: t["ActiveExitTimestampMonotonic"])
+        assert first["ActiveExitTimestampMonotonic"] > start, "both instances restart on a changed setting"
+        # The second instance began to stop only once the first was running again.
+        assert second["ActiveExitTimestampMonotonic"] > first["ActiveEnterTimestampMonotonic"], (first, second)
+    finally:
+        restored = play(name, {})
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert run(host, "systemctl is-active celery-worker@spare || true").strip() == "inactive"
+    assert run(host, "systemctl is-enabled celery-worker@spare || true").strip() != "enabled"
+    assert not host.file("/etc/dhis-celery/worker-spare.env").exists
+    assert host.service("celery-worker@default").is_running
