@@ -453,6 +453,8 @@ def _settings(v: dict, problems: Problems) -> None:
         )
     _int(v.get("dhis_celery_worker_stop_timeout", 1), "dhis_celery_worker_stop_timeout", problems, 1)
     _int(v.get("dhis_celery_health_timeout", 60), "dhis_celery_health_timeout", problems, 1, 3600)
+    # Beat renews its fence at least three times per TTL, so a TTL of a few seconds still holds.
+    _int(v.get("dhis_celery_beat_fence_ttl", 15), "dhis_celery_beat_fence_ttl", problems, 3, 3600)
 
 
 def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None = None) -> dict:

@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import time
+import uuid
 from typing import Any
 
 from dhis_testlib import MITOGEN, django, http, play, redis, setting, wait_for, web
@@ -83,6 +84,36 @@ print(time.perf_counter() - start)
 """,
     )
     assert float(elapsed.strip().splitlines()[-1]) < 4, elapsed
+
+
+def task_running(host: Any, task_id: str) -> bool:
+    code = (
+        "from celery import current_app as app\n"
+        "print(any(t['id'] == {0!r} for ts in (app.control.inspect(timeout=3).active() or {{}}).values() for t in ts))"
+    )
+    return django(host, code.format(task_id)).strip() == "True"
+
+
+def test_terminate_refuses_on_a_threads_pool_and_signals_nothing(cluster: dict[str, Any]) -> None:
+    """On 16 threads, killing one task would kill the worker and its other tasks: ops.yml's
+    terminate refuses, names the worker and its pool, and the task runs to its end."""
+    task_id = str(uuid.uuid4())
+    django(
+        cluster["web"],
+        "from dhis_app.services.auto_sync.celery_tasks import celery_wait\n"
+        f"celery_wait.apply_async((15.0,), queue='sync', task_id={task_id!r})",
+    )
+    assert wait_for(lambda: task_running(cluster["web"], task_id), timeout=20)
+    pid = cluster["sync"].run("systemctl show -p MainPID --value celery-worker@sync").stdout
+    extra = {"dhis_celery_ops_action": "terminate", "dhis_celery_ops_task_id": task_id}
+    result = play("dhis-cl-sync", extra, playbook="playbooks/ops.yml", env=MITOGEN)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "sync@dhis-cl-sync" in output and "thread:TaskPool" in output and "Nothing was signalled" in output
+    assert task_running(cluster["web"], task_id)
+    assert cluster["sync"].run("systemctl show -p MainPID --value celery-worker@sync").stdout == pid
+    # The task ends by itself: nothing is left running for the rolling restarts below.
+    assert wait_for(lambda: not task_running(cluster["web"], task_id), timeout=30)
 
 
 def test_beat_sends_each_periodic_task_once(cluster: dict[str, Any]) -> None:

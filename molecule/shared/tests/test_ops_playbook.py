@@ -55,6 +55,43 @@ celery_trigger_auto_sync.apply_async((9102,), task_id={task_id!r})
     assert queued(first_host, "sync") == 0
 
 
+def active(host: Any, task_id: str) -> bool:
+    code = (
+        "from celery import current_app as app\n"
+        "print(any(t['id'] == {0!r} for ts in (app.control.inspect(timeout=3).active() or {{}}).values() for t in ts))"
+    )
+    return django(host, code.format(task_id)).strip() == "True"
+
+
+def test_terminate_kills_a_task_that_never_ends_and_the_worker_carries_on(first_host: Any) -> None:
+    """The guide's "tuer les tâches actives": a running task gets SIGTERM, then SIGKILL after the
+    grace period; the worker (prefork) replaces that pool process and goes on."""
+    task_id = str(uuid.uuid4())
+    django(
+        first_host,
+        f"""
+from dhis_app.models import SyncConfig
+from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync
+SyncConfig.objects.get_or_create(pk=9106, defaults={{"name": "terminate"}})
+celery_trigger_auto_sync.apply_async(kwargs={{"config_id": 9106, "work_seconds": 100000}}, task_id={task_id!r})
+""",
+    )
+    assert wait_for(lambda: active(first_host, task_id), timeout=30)
+    worker = run(first_host, "systemctl show -p MainPID --value celery-worker@default").strip()
+    out = ops(
+        first_host,
+        dhis_celery_ops_action="terminate",
+        dhis_celery_ops_task_id=task_id,
+        dhis_celery_ops_terminate_grace="10",
+    )
+    assert re.search(rf"{task_id} (terminated|killed) on ", out), out[-2000:]
+    assert not active(first_host, task_id)
+    assert completed(first_host, 9106)[0] == 0
+    assert run(first_host, "systemctl show -p MainPID --value celery-worker@default").strip() == worker
+    send_batch(first_host, 9107, 4)
+    assert wait_for(lambda: completed(first_host, 9107)[0] == 4, timeout=30)
+
+
 def test_restart_restarts_every_unit_in_order(first_host: Any) -> None:
     before = run(first_host, "systemctl show -p MainPID --value celery-worker@default celery-beat celery-flower")
     out = ops(first_host, dhis_celery_ops_action="restart")

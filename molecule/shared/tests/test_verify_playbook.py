@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dhis_testlib import play, run
+from dhis_testlib import app_redis, django, play, run
 
 
 def test_verify_playbook_passes_and_reports(first_host: Any) -> None:
@@ -14,6 +14,9 @@ def test_verify_playbook_passes_and_reports(first_host: Any) -> None:
     assert "problems: none" in result.stdout
     assert re.search(r"health check round trip: [0-9.]+ ms", result.stdout)
     assert "flower without/with credentials: [401, 200]" in result.stdout
+    hostname = run(first_host, "hostname").strip()
+    pid = run(first_host, "systemctl show -p MainPID --value celery-beat").strip()
+    assert f"beat fence held by: {hostname} pid {pid} " in result.stdout
     assert re.search(r"changed=0 ", result.stdout.split("PLAY RECAP")[-1])
 
 
@@ -25,3 +28,19 @@ def test_verify_playbook_fails_naming_a_stopped_worker(first_host: Any) -> None:
         run(first_host, "systemctl start celery-worker@default")
     assert result.returncode != 0
     assert "celery-worker@default.service: inactive (dead)" in result.stdout, result.stdout[-3000:]
+
+
+def test_verify_playbook_counts_kombus_priority_lists(first_host: Any) -> None:
+    """A message sent with a priority waits in a list of its own (QUEUE\\x06\\x169): counted."""
+    run(first_host, "systemctl stop celery-worker@default")
+    try:
+        django(
+            first_host,
+            "from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync as sync\n"
+            "for _ in range(3): sync.apply_async(kwargs={'config_id': 9101}, queue='sync', priority=9)",
+        )
+        assert app_redis(first_host, 6379, "LLEN", "sync\x06\x169") == "3"
+        result = play(first_host.backend.get_hostname(), {}, playbook="playbooks/verify.yml")
+    finally:
+        run(first_host, "systemctl start celery-worker@default")
+    assert "queue_sync=3" in result.stdout, result.stdout[-3000:]
