@@ -86,6 +86,12 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("django-settings-quote", {"dhis_celery_django_settings_module": "x'y"}, "dhis_celery_django_settings_module"),
     ("scheduler-space", {"dhis_celery_beat_scheduler": "a b:C"}, "dhis_celery_beat_scheduler"),
     ("beat-fence-ttl-short", {"dhis_celery_beat_fence_ttl": 2}, "dhis_celery_beat_fence_ttl"),
+    (
+        "liveness-shorter-than-a-ping",
+        {"dhis_celery_liveness_interval": 14, "dhis_celery_liveness_timeout": 10},
+        "dhis_celery_liveness_interval",
+    ),
+    ("liveness-failures-zero", {"dhis_celery_liveness_failures": 0}, "dhis_celery_liveness_failures"),
     ("web-unit-space", {"dhis_celery_django_service": "gunicorn service"}, "dhis_celery_django_service"),
     ("worker-name-bang", {"dhis_celery_workers": [{**W, "name": "bad name!"}]}, "dhis_celery_workers[0].name"),
     ("worker-name-dup", {"dhis_celery_workers": [W, W]}, "dhis_celery_workers[1].name"),

@@ -455,6 +455,16 @@ def _settings(v: dict, problems: Problems) -> None:
     _int(v.get("dhis_celery_health_timeout", 60), "dhis_celery_health_timeout", problems, 1, 3600)
     # Beat renews its fence at least three times per TTL, so a TTL of a few seconds still holds.
     _int(v.get("dhis_celery_beat_fence_ttl", 15), "dhis_celery_beat_fence_ttl", problems, 3, 3600)
+    ping = _int(v.get("dhis_celery_liveness_timeout", 10), "dhis_celery_liveness_timeout", problems, 1, 300)
+    interval = _int(v.get("dhis_celery_liveness_interval", 60), "dhis_celery_liveness_interval", problems, 0, 86400)
+    _int(v.get("dhis_celery_liveness_failures", 2), "dhis_celery_liveness_failures", problems, 1, 100)
+    # A round lasts the ping's timeout plus the start of the celery command (a few seconds).
+    if 0 < interval < ping + 5:
+        problems.add(
+            "dhis_celery_liveness_interval",
+            f"({interval}) must leave a ping time to answer: at least dhis_celery_liveness_timeout ({ping}) + 5 s,"
+            " or 0 to turn the liveness rounds off.",
+        )
 
 
 def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None = None) -> dict:
@@ -496,6 +506,7 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
         "beat": f"{prefix}-beat.service",
         "flower": f"{prefix}-flower.service",
         "target": f"{prefix}.target",
+        "liveness": f"{prefix}-liveness",
     }
     service = str(v.get("dhis_celery_django_service") or "")
     if service and not service.endswith(".service"):

@@ -97,6 +97,7 @@ CASES: list[tuple[str, dict, str]] = [
     ("unit-prefix-default", {"dhis_celery_unit_prefix": "default"}, "dhis_celery_unit_prefix"),
     ("pickle-accepted", {"dhis_celery_settings": {"accept_content": ["pickle"]}}, "dhis_celery_settings"),
     ("flower-on-every-address", {"dhis_celery_flower_address": "0.0.0.0"}, "dhis_celery_flower_address"),
+    ("liveness-shorter-than-a-ping", {"dhis_celery_liveness_interval": 8}, "dhis_celery_liveness_interval"),
 ]
 
 FINGERPRINT = (
