@@ -92,6 +92,17 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "dhis_celery_liveness_interval",
     ),
     ("liveness-failures-zero", {"dhis_celery_liveness_failures": 0}, "dhis_celery_liveness_failures"),
+    (
+        "memory-max-too-small",
+        {"dhis_celery_workers": [{"name": "w", "queues": ["celery"], "memory_max": "64M"}]},
+        "dhis_celery_workers[0].memory_max",
+    ),
+    ("revision-newline", {"dhis_celery_app_revision": "v1\nExecStartPre=/bin/sh"}, "dhis_celery_app_revision"),
+    (
+        "soft-shutdown-past-stop",
+        {"dhis_celery_worker_soft_shutdown_timeout": 120, "dhis_celery_worker_stop_timeout": 90},
+        "dhis_celery_worker_soft_shutdown_timeout",
+    ),
     ("web-unit-space", {"dhis_celery_django_service": "gunicorn service"}, "dhis_celery_django_service"),
     ("worker-name-bang", {"dhis_celery_workers": [{**W, "name": "bad name!"}]}, "dhis_celery_workers[0].name"),
     ("worker-name-dup", {"dhis_celery_workers": [W, W]}, "dhis_celery_workers[1].name"),

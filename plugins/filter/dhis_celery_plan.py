@@ -31,6 +31,17 @@ WORKER_DEFAULTS: dict[str, Any] = {
 # systemd's MemoryHigh=/MemoryMax= values: bytes with an optional K/M/G/T suffix, a percentage of
 # the host's memory, or infinity ("" leaves the unit without a limit).
 MEMORY = re.compile(r"(\d+[KMGT]?|\d{1,2}(\.\d+)?%|100%|infinity)?\Z")
+# Below this no worker with Django loaded starts: an idle instance holds more (its cgroup's
+# MemoryCurrent, checked by molecule/shared/tests/test_memory.py).
+MIN_WORKER_MEMORY = 96 * 2**20
+
+
+def _size(value: str) -> int:
+    """Bytes of a systemd size (512M, 2G); 0 for what is not absolute (20%, infinity, '')."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    return int(match.group(1)) * 1024 ** "_KMGT".index(match.group(2) or "_") if match else 0
+
+
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -201,6 +212,12 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
             if not isinstance(worker[key], str) or not MEMORY.match(worker[key]):
                 problems.add(
                     f"{where}.{key}", f"must be like 512M, 2G, 20% or infinity (systemd); got {worker[key]!r}."
+                )
+            elif 0 < _size(worker[key]) < MIN_WORKER_MEMORY:
+                problems.add(
+                    f"{where}.{key}",
+                    f"({worker[key]}) is below what one worker needs to start (its main process and one pool child"
+                    f" with Django loaded): at least {MIN_WORKER_MEMORY // 2**20}M.",
                 )
         unit = f"{prefix}-worker@{name}.service"
         worker.update(
@@ -451,7 +468,21 @@ def _settings(v: dict, problems: Problems) -> None:
             "dhis_celery_task_soft_time_limit",
             f"({soft}) must be below dhis_celery_task_time_limit ({time_limit}).",
         )
-    _int(v.get("dhis_celery_worker_stop_timeout", 1), "dhis_celery_worker_stop_timeout", problems, 1)
+    stop = _int(v.get("dhis_celery_worker_stop_timeout", 1), "dhis_celery_worker_stop_timeout", problems, 1)
+    soft_shutdown = _int(
+        v.get("dhis_celery_worker_soft_shutdown_timeout", 0), "dhis_celery_worker_soft_shutdown_timeout", problems, 0
+    )
+    if soft_shutdown >= stop:
+        problems.add(
+            "dhis_celery_worker_soft_shutdown_timeout",
+            f"({soft_shutdown}) must be below dhis_celery_worker_stop_timeout ({stop}): systemd would kill the"
+            " worker before its tasks are requeued.",
+        )
+    revision = v.get("dhis_celery_app_revision", "")
+    if not isinstance(revision, (str, int)) or len(str(revision)) > 200 or not str(revision).isprintable():
+        problems.add(
+            "dhis_celery_app_revision", f"must be one line of at most 200 printable characters; got {revision!r}."
+        )
     _int(v.get("dhis_celery_health_timeout", 60), "dhis_celery_health_timeout", problems, 1, 3600)
     # Beat renews its fence at least three times per TTL, so a TTL of a few seconds still holds.
     _int(v.get("dhis_celery_beat_fence_ttl", 15), "dhis_celery_beat_fence_ttl", problems, 3, 3600)

@@ -98,6 +98,11 @@ CASES: list[tuple[str, dict, str]] = [
     ("pickle-accepted", {"dhis_celery_settings": {"accept_content": ["pickle"]}}, "dhis_celery_settings"),
     ("flower-on-every-address", {"dhis_celery_flower_address": "0.0.0.0"}, "dhis_celery_flower_address"),
     ("liveness-shorter-than-a-ping", {"dhis_celery_liveness_interval": 8}, "dhis_celery_liveness_interval"),
+    (
+        "soft-shutdown-past-stop",
+        {"dhis_celery_worker_soft_shutdown_timeout": 5000},
+        "dhis_celery_worker_soft_shutdown_timeout",
+    ),
 ]
 
 FINGERPRINT = (

@@ -4,9 +4,13 @@ systemd holds the instance under MemoryHigh/MemoryMax, and dropping the fences r
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from dhis_testlib import django, play, run, setting
+from dhis_testlib import ROOT, django, play, run, setting
+
+sys.path.insert(0, str(ROOT / "plugins/filter"))
+from dhis_celery_plan import MIN_WORKER_MEMORY
 
 UNIT = "celery-worker@default"
 DROPIN = f"/etc/systemd/system/{UNIT}.service.d/memory.conf"
@@ -16,6 +20,13 @@ from dhis_app.services.auto_sync.celery_tasks import celery_leak
 sent = ResultSet([celery_leak.apply_async((40,), queue="celery") for _ in range(12)])
 print(" ".join(str(pid) for pid in sent.join_native(timeout=180)))
 """
+
+
+def test_an_idle_worker_holds_more_than_the_smallest_limit_the_role_accepts(first_host: Any) -> None:
+    """The role refuses a memory_max or memory_high below MIN_WORKER_MEMORY as too small to start
+    a worker: an idle instance of the example must hold more than that."""
+    current = int(run(first_host, f"systemctl show -p MemoryCurrent --value {UNIT}").strip())
+    assert current > MIN_WORKER_MEMORY, current
 
 
 def test_a_leaking_task_gets_its_child_replaced_and_no_task_is_lost(first_host: Any) -> None:
