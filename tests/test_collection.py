@@ -21,7 +21,7 @@ from dhis_celery_plan import systemd_env_quote
 
 ROOT = Path(__file__).resolve().parents[1]
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
-PLAYBOOKS = ("site", "rollback", "verify", "ops")
+PLAYBOOKS = ("site", "deploy", "rollback", "verify", "ops")
 # Top-level paths that must never ship: test hosts and projects, local state, this repository's
 # inventories (the dev one holds its vault password) and the link that makes the tree a collection.
 NEVER_SHIPPED = {".venv", ".demo", ".cache", ".ansible", ".ci", ".config", "collections", "examples", "inventories"}
