@@ -58,9 +58,9 @@ molecule: setup
 # Prints `== STEP took N s` for each step and the whole; `make test 2>&1 | tee .cache/make-test.log`
 # then `make test-timings` writes the README's timings from that log (docs/test-timings.json).
 test: venv
-	@start=$$(date +%s); \
+	@set -e; start=$$(date +%s); \
 	for step in lint unit molecule; do \
-	  step_start=$$(date +%s); $(MAKE) --no-print-directory $$step; \
+	  step_start=$$(date +%s); $(MAKE) --no-print-directory $$step || { echo "== $$step failed"; exit 1; }; \
 	  [ $$step = molecule ] || echo "== $$step took $$(( $$(date +%s) - step_start )) s"; \
 	done; \
 	echo "== make test took $$(( $$(date +%s) - start )) s"
