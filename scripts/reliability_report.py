@@ -87,6 +87,11 @@ def render(results: dict) -> str:
             "DatabaseScheduler keeps `last_run_at` in the database, so a period overdue when Beat comes back "
             "runs once, at once, and none runs twice; periods that fall inside the downtime are not replayed."
         )
+    if "8" in rows:
+        meaning.append(
+            f"- A code deploy (8, `playbooks/deploy.yml` with a new release marker): {outcome([rows['8']])}. "
+            "Workers restart one instance at a time with a warm shutdown, then Beat, Flower and the web unit."
+        )
     return "\n".join(
         [
             "# Reliability: the fault suite's figures",

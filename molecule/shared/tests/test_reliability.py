@@ -101,33 +101,6 @@ def test_converge_with_a_changed_worker_setting_during_a_batch(first_host: Any) 
         assert play(name, {}).returncode == 0
 
 
-def test_code_deploy_during_a_batch(first_host: Any) -> None:
-    """playbooks/deploy.yml with a new release marker: every unit restarts in order, none of the
-    batch's tasks is lost or cut (a cut task would run twice), and the units see the marker."""
-    name = first_host.backend.get_hostname()
-    refused = play(name, {}, playbook="playbooks/deploy.yml")
-    assert refused.returncode != 0 and "dhis_celery_app_revision" in refused.stdout + refused.stderr
-    config_id, started = started_batch(first_host)
-    revision = f"release-{config_id}"
-    result = play(name, {"dhis_celery_app_revision": revision}, playbook="playbooks/deploy.yml")
-    assert result.returncode == 0, result.stdout[-3000:]
-    for handler in ("Restart Celery workers", "Restart Celery Beat", "Restart Flower", "Restart the Django web unit"):
-        assert f"RUNNING HANDLER [dhis_celery : {handler}]" in result.stdout, handler
-    record(
-        "8. code deploy (playbooks/deploy.yml, a new release marker) during the batch",
-        first_host,
-        config_id,
-        BATCH,
-        started,
-    )
-    for unit in (WORKER, "celery-beat", "dhis-sync-web"):
-        pid = run(first_host, f"systemctl show -p MainPID --value {unit}").strip()
-        assert f"DHIS_CELERY_APP_REVISION={revision}" in run(first_host, f"tr '\\0' '\\n' < /proc/{pid}/environ"), unit
-    # A later run of site.yml without the variable leaves the marker, and so restarts nothing.
-    again = play(name, {})
-    assert again.returncode == 0 and "RUNNING HANDLER [dhis_celery : Restart Celery workers]" not in again.stdout
-
-
 def test_kill_9_of_the_worker_during_a_batch(first_host: Any) -> None:
     # A short visibility timeout so that Redis redelivers the killed worker's tasks quickly.
     name = first_host.backend.get_hostname()
@@ -271,3 +244,30 @@ print(" ".join(str(t.timestamp()) for t in times))
     assert late < slack, f"the overdue period ran {late:.1f} s late after the restart: runs {times}, up at {up}"
     steady = [b - a for part in (before, after) for a, b in itertools.pairwise(part)]
     assert steady and max(steady) < every * 1.5, f"a period was lost outside the restart: gaps {gaps}"
+
+
+def test_code_deploy_during_a_batch(first_host: Any) -> None:
+    """playbooks/deploy.yml with a new release marker: every unit restarts in order, none of the
+    batch's tasks is lost or cut (a cut task would run twice), and the units see the marker."""
+    name = first_host.backend.get_hostname()
+    refused = play(name, {}, playbook="playbooks/deploy.yml")
+    assert refused.returncode != 0 and "dhis_celery_app_revision" in refused.stdout + refused.stderr
+    config_id, started = started_batch(first_host)
+    revision = f"release-{config_id}"
+    result = play(name, {"dhis_celery_app_revision": revision}, playbook="playbooks/deploy.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for handler in ("Restart Celery workers", "Restart Celery Beat", "Restart Flower", "Restart the Django web unit"):
+        assert f"RUNNING HANDLER [dhis_celery : {handler}]" in result.stdout, handler
+    record(
+        "8. code deploy (playbooks/deploy.yml, a new release marker) during the batch",
+        first_host,
+        config_id,
+        BATCH,
+        started,
+    )
+    for unit in (WORKER, "celery-beat", "dhis-sync-web"):
+        pid = run(first_host, f"systemctl show -p MainPID --value {unit}").strip()
+        assert f"DHIS_CELERY_APP_REVISION={revision}" in run(first_host, f"tr '\\0' '\\n' < /proc/{pid}/environ"), unit
+    # A later run of site.yml without the variable leaves the marker, and so restarts nothing.
+    again = play(name, {})
+    assert again.returncode == 0 and "RUNNING HANDLER [dhis_celery : Restart Celery workers]" not in again.stdout
