@@ -45,3 +45,14 @@ def test_reliability_md_is_generated_from_reliability_json() -> None:
     results = json.loads(reliability_report.RESULTS.read_text())
     assert reliability_report.DOC.read_text() == reliability_report.render(results)
     assert [row["case"].split(".")[0] for row in results["rows"]] == [str(n) for n in range(1, 8)]
+
+
+def test_performance_md_and_the_readme_are_generated_from_performance_json() -> None:
+    sys.path.insert(0, str(ROOT / "scripts/bench"))
+    import bench
+
+    saved = json.loads(bench.SAVED.read_text())
+    doc = (ROOT / "docs/PERFORMANCE.md").read_text()
+    assert bench.render(saved) in doc
+    assert bench.summary(saved) in (ROOT / "README.md").read_text()
+    assert "floor" in saved["results"]["converge"], "saved by a bench without Ansible's floor"
