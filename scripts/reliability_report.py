@@ -39,7 +39,7 @@ def beat(row: dict) -> str:
     skipped = row["sent"] - row["completed"]
     return (
         "no period ran twice, and the first run after the restart came "
-        f"{max(row['late_seconds'], 0.0):.1f} s after it was due (or after Beat was up, if later); "
+        f"{max(0.0, row['late_seconds']):.1f} s after it was due (or after Beat was up, if later); "
         + (
             f"{skipped} period(s) fell inside the restart and were not replayed"
             if skipped
