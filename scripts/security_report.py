@@ -24,7 +24,13 @@ HOST = os.environ.get("DHIS_SECURITY_HOST", "dhis-celery-demo")
 REPORT = ROOT / "docs/security-report.json"
 DOC = ROOT / "docs/SECURITY.md"
 BEGIN, END = "<!-- security-report: begin -->", "<!-- security-report: end -->"
-ROLE_UNITS = ["celery-worker@default.service", "celery-beat.service", "celery-flower.service"]
+ROLE_UNITS = [
+    "celery-worker@default.service",
+    "celery-beat.service",
+    "celery-flower.service",
+    "celery-liveness.service",
+    "celery-queue-metrics.service",
+]
 DEBIAN_UNITS = ["redis-server.service", "redis-server@cache.service"]
 # What guide.sh substitutes into the guide's text; the report puts the guide's own placeholders back.
 GUIDE_VALUES = {"$app": "/path/to/dhis_sync", "$venv": "/path/to/venv", "$env_file": "/path/to/dhis_sync/.env"}
