@@ -39,13 +39,14 @@ lint: venv promtool
 	ruff check .
 	ruff format --check .
 	promtool check rules monitoring/prometheus/alerts.yml
+	promtool test rules monitoring/prometheus/alerts_test.yml
 
 # promtool comes with Debian's prometheus package (its service is not started here).
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-unit: venv
+unit: venv promtool
 	pytest -q tests
 
 molecule: setup

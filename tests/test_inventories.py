@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ["dev", "staging", "production"]
@@ -42,7 +43,10 @@ def test_production_rolls_out_broker_then_beat_then_one_host_at_a_time() -> None
             "dhis-prd-web-02.example.org",
         ]
     )
-    assert "serial: 1" in (ROOT / "playbooks/site.yml").read_text()
+    # The last play applies to all its hosts at once and restarts them one at a time.
+    rolling = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())[3]
+    assert "serial" not in rolling and rolling["max_fail_percentage"] == 0 and rolling["force_handlers"] is True
+    assert rolling["roles"] == [{"role": "dhis_celery", "dhis_celery_rolling_restart": True}]
 
 
 # The test inventories' hosts do not exist: they are reached with the local connection, so

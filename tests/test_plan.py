@@ -174,6 +174,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("user-default", {"dhis_celery_redis_user": "default"}, "dhis_celery_redis_user"),
     ("admin-default", {"dhis_celery_redis_admin_user": "default"}, "dhis_celery_redis_admin_user"),
     ("user-space", {"dhis_celery_redis_user": "a b"}, "dhis_celery_redis_user"),
+    ("metrics-user-is-user", {"dhis_celery_redis_metrics_user": "celery"}, "dhis_celery_redis_metrics_user"),
+    ("metrics-user-space", {"dhis_celery_redis_metrics_user": "q m"}, "dhis_celery_redis_metrics_user"),
+    ("metrics-interval-negative", {"dhis_celery_queue_metrics_interval": -1}, "dhis_celery_queue_metrics_interval"),
     # serializers
     ("accept-pickle", {"dhis_celery_settings": {"accept_content": ["json", "pickle"]}}, "dhis_celery_settings"),
     ("task-yaml", {"dhis_celery_settings": {"task_serializer": "yaml"}}, "dhis_celery_settings"),

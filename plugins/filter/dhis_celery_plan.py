@@ -235,14 +235,21 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
 
 
 def _acl(v: dict, problems: Problems) -> None:
-    user, admin = v.get("dhis_celery_redis_user", ""), v.get("dhis_celery_redis_admin_user", "")
-    for variable, name in (("dhis_celery_redis_user", user), ("dhis_celery_redis_admin_user", admin)):
+    names = {
+        variable: v.get(variable, "")
+        for variable in ("dhis_celery_redis_user", "dhis_celery_redis_admin_user", "dhis_celery_redis_metrics_user")
+    }
+    for variable, name in names.items():
         if not isinstance(name, str) or not ACL_USER.match(name):
             problems.add(variable, f"must be letters, digits and _ . -; got {name!r}.")
         elif name == "default":
             problems.add(variable, "must not be 'default' (the role turns Redis's default user off).")
-    if user == admin:
-        problems.add("dhis_celery_redis_user", f"must differ from dhis_celery_redis_admin_user (both {user!r}).")
+    seen: dict[str, str] = {}
+    for variable, name in names.items():
+        if name in seen:
+            problems.add(seen[name], f"must differ from {variable} (both {name!r}).")
+            problems.add(variable, f"must differ from {seen[name]} (both {name!r}).")
+        seen.setdefault(name, variable)
     granted = {"@admin": False, "@dangerous": False}
     for token in str(v.get("dhis_celery_redis_user_acl", "")).split():
         lowered = token.lower()
@@ -408,6 +415,8 @@ def _paths(v: dict, problems: Problems) -> None:
             problems.add(variable, f"{path!r} would make a system tree writable (undoing ProtectSystem).")
     if v.get("dhis_celery_pip_ca_file"):
         _path(v["dhis_celery_pip_ca_file"], "dhis_celery_pip_ca_file", problems)
+    if "dhis_celery_queue_metrics_dir" in v:
+        _path(v["dhis_celery_queue_metrics_dir"], "dhis_celery_queue_metrics_dir", problems, owned=True)
 
 
 def _secrets(v: dict, parts: dict, problems: Problems) -> None:
@@ -489,6 +498,7 @@ def _settings(v: dict, problems: Problems) -> None:
     ping = _int(v.get("dhis_celery_liveness_timeout", 10), "dhis_celery_liveness_timeout", problems, 1, 300)
     interval = _int(v.get("dhis_celery_liveness_interval", 60), "dhis_celery_liveness_interval", problems, 0, 86400)
     _int(v.get("dhis_celery_liveness_failures", 2), "dhis_celery_liveness_failures", problems, 1, 100)
+    _int(v.get("dhis_celery_queue_metrics_interval", 15), "dhis_celery_queue_metrics_interval", problems, 0, 3600)
     # A round lasts the ping's timeout plus the start of the celery command (a few seconds).
     if 0 < interval < ping + 5:
         problems.add(
@@ -538,6 +548,7 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
         "flower": f"{prefix}-flower.service",
         "target": f"{prefix}.target",
         "liveness": f"{prefix}-liveness",
+        "queue_metrics": f"{prefix}-queue-metrics",
     }
     service = str(v.get("dhis_celery_django_service") or "")
     if service and not service.endswith(".service"):

@@ -170,43 +170,26 @@ def monotonic(host: Any, unit: str) -> tuple[int, int]:
     return int(values["InactiveEnterTimestampMonotonic"]), int(values["ActiveEnterTimestampMonotonic"])
 
 
-def test_a_changed_worker_setting_restarts_one_worker_host_at_a_time(cluster: dict[str, Any]) -> None:
-    workers = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
-    before = {name: monotonic(cluster[name], unit) for name, unit in workers.items()}
-    result = play("", {"dhis_celery_settings": {"worker_max_tasks_per_child": 500}}, env=MITOGEN)
-    assert result.returncode == 0, result.stdout[-3000:]
-    # The shared database is migrated once per cluster, from the Beat host.
-    # Every play of site.yml lists the task; only the Beat host's play may run it.
-    migrate = re.findall(r"TASK \[dhis_celery : Migrations \| .*?\n\n", result.stdout, re.S)
-    assert migrate, "no migration task in the output"
-    ran = re.findall(r"^(?:ok|changed): \[([^\]]+)\]", "".join(migrate), re.M)
-    assert ran == ["dhis-cl-beat"], migrate
-    after = {name: monotonic(cluster[name], unit) for name, unit in workers.items()}
-    for name in workers:
-        assert after[name][0] > before[name][1], f"the {name} worker was not restarted"
-    first, second = sorted(after.values())
-    assert first[1] < second[0], f"both worker hosts were down at once: {after}"
-    # Back to the scenario's settings (a rolling restart again), still one host at a time.
-    assert play("", {}, env=MITOGEN).returncode == 0
-
-
-def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(cluster: dict[str, Any]) -> None:
-    """Both worker hosts get a release whose task module raises at import, and a worker setting
-    changes on both: the first worker host of the rolling play fails its health gate, naming its
-    unit and the error, and the other worker host is never restarted."""
+def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_host_at_a_time(
+    cluster: dict[str, Any],
+) -> None:
+    """1. Both worker hosts get a release whose task module raises at import, and a worker
+    setting changes on both: every host gets the new files at once, the first worker host of the
+    rolling play restarts and fails its health gate, naming its unit and the error, and the other
+    worker host is never restarted. 2. The release is fixed and the same run repeated: nothing
+    changes on disk any more, yet the other host restarts now (the restart noted on it in the
+    failed run was kept there) and the shared database is migrated from the Beat host only.
+    3. Back to the scenario's settings: both worker hosts restart, one after the other."""
     tasks = "/srv/dhis_sync/dhis_app/services/auto_sync/celery_tasks.py"
     units = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
+    setting = {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}}
     before = {name: monotonic(cluster[name], unit) for name, unit in units.items()}
     for name in units:
         cluster[name].run(
             f"cp {tasks} /root/celery_tasks.good && echo 'raise RuntimeError(\"bad release 7\")' >> {tasks}"
         )
     try:
-        result = play(
-            "",
-            {"dhis_celery_settings": {"worker_max_tasks_per_child": 400}, "dhis_celery_health_timeout": 20},
-            env=MITOGEN,
-        )
+        result = play("", {**setting, "dhis_celery_health_timeout": 20}, env=MITOGEN)
         output = result.stdout + result.stderr
         assert result.returncode != 0, output[-3000:]
         failed = re.search(r"celery-worker@(sync|monitor)\.service: .*RuntimeError: bad release 7", output)
@@ -214,8 +197,24 @@ def test_a_release_that_crashes_stops_the_rollout_at_the_first_worker_host(clust
         other = "monitor" if failed.group(1) == "sync" else "sync"
         after = monotonic(cluster[other], units[other])
         assert after == before[other], f"the rollout went on to {other}: {before} -> {after}\n{output[-6000:]}"
+        assert cluster[other].file(f"/etc/dhis-celery/restarts/{units[other]}").exists
     finally:
         for name in units:
             cluster[name].run(f"cp /root/celery_tasks.good {tasks}")
-    recovered = play("", {}, env=MITOGEN)
-    assert recovered.returncode == 0, (recovered.stdout + recovered.stderr)[-3000:]
+    resumed = play("", setting, env=MITOGEN)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert monotonic(cluster[other], units[other])[1] > before[other][1], f"{other} kept running the old settings"
+    assert not cluster[other].file(f"/etc/dhis-celery/restarts/{units[other]}").exists
+    # The shared database is migrated once per cluster, from the Beat host: every play of
+    # site.yml lists the task; only the Beat host's play may run it.
+    migrate = re.findall(r"TASK \[dhis_celery : Migrations \| .*?\n\n", resumed.stdout, re.S)
+    assert migrate, "no migration task in the output"
+    assert re.findall(r"^(?:ok|changed): \[([^\]]+)\]", "".join(migrate), re.M) == ["dhis-cl-beat"], migrate
+    start = {name: monotonic(cluster[name], unit) for name, unit in units.items()}
+    restored = play("", {}, env=MITOGEN)
+    assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
+    end = {name: monotonic(cluster[name], unit) for name, unit in units.items()}
+    for name in units:
+        assert end[name][0] > start[name][1], f"the {name} worker was not restarted"
+    first, second = sorted(end.values())
+    assert first[1] < second[0], f"both worker hosts were down at once: {end}"

@@ -96,6 +96,13 @@ MITOGEN = {"ANSIBLE_STRATEGY_PLUGINS": str(ROOT / "plugins/strategy"), "ANSIBLE_
 LINEAR = {"ANSIBLE_STRATEGY": "ansible.builtin.linear"}
 
 
+def entered(host: Any, *units: str) -> list[int]:
+    """When each unit last became active (systemd's monotonic clock, in µs; 0 if never)."""
+    out = run(host, "systemctl show -p ActiveEnterTimestampMonotonic --value -- " + " ".join(map(shlex.quote, units)))
+    # One value per unit, the units' blocks separated by an empty line.
+    return [int(value) for value in out.split()]
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,15 +1,22 @@
 """The dhis_celery health gate: prove that what the role started runs, or say which unit does not.
 
 Run by the role as root with the system Python in isolated mode, at the end of every converge:
-    python3 -I -c "$(cat health_gate.py)" '{"units": [...], "workers": {...}, "cli": ..., ...}'
-It passes when, within `timeout` seconds:
+    python3 -I -c "$(cat health_gate.py)" '{"units": [...], "restart": [...], "workers": {...}, ...}'
+It first restarts the units listed in `restart`, one at a time in the order of `order` (each
+`systemctl restart` returns once the unit is up again; a worker's is a warm shutdown), and stops
+at the first that fails. Restart and gate are one step so that site.yml's rolling play can run
+that step one host at a time while everything else runs on all hosts at once. Once the gate
+passes, the notes the role keeps in `restart_dir` (one file per unit to restart) are removed;
+a failed restart or gate leaves them for the next run.
+It passes when, within `timeout` seconds after the restarts:
   - every unit is active and running, and has run for `settle` seconds without a restart
     (a unit between crash-loop restarts is "activating", and one that just came back has a
     recent start and a higher NRestarts: neither passes);
   - every worker instance answers ping and consumes exactly its queues (asked through the
     project's command, which runs as the application user);
   - Flower, when given, answers 401 without credentials.
-It prints one JSON object: {"ok": bool, "problems": [...], "seconds": float}; each problem names
+It prints one JSON object: {"ok": bool, "restarted": [...], "problems": [...], "seconds": float};
+each problem names
 the unit and ends with the last error lines of its journal.
 """
 
@@ -21,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 # Asked through the project's command as the application user: one reply per worker, no longer.
 PING = """
@@ -106,12 +114,26 @@ def flower_problems(url: str) -> list[str]:
         return [f"Flower does not answer at {url}: {error}"]
 
 
+def restart(units: list[str], order: list[str]) -> tuple[list[str], list[str]]:
+    """Restarts the units in `order`'s order (others are no longer this host's: skipped);
+    returns those restarted and the problem that stopped it."""
+    done: list[str] = []
+    for unit in [u for u in order if u in units]:
+        result = subprocess.run(["systemctl", "restart", "--", unit], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            return done, [f"{unit}: restart failed ({(result.stderr.strip().splitlines() or ['?'])[-1]})"]
+        done.append(unit)
+    return done, []
+
+
 def gate(spec: dict) -> dict:
     started = time.monotonic()
-    deadline = started + float(spec.get("timeout", 90))
-    settle = float(spec.get("settle", 5))
+    restarted, problems = restart(spec.get("restart", []), spec.get("order") or spec.get("restart", []))
     units: list[str] = spec["units"]
-    unit_of_worker: dict[str, str] = spec.get("worker_units", {})
+    if problems:
+        return report(spec, units, restarted, problems, started)
+    deadline = time.monotonic() + float(spec.get("timeout", 90))
+    settle = float(spec.get("settle", 5))
     first = unit_states(units)
     while True:
         problems = unit_problems(units, first, settle)
@@ -122,20 +144,30 @@ def gate(spec: dict) -> dict:
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(1)
+    return report(spec, units, restarted, problems, started)
+
+
+def report(spec: dict, units: list[str], restarted: list[str], problems: list[str], started: float) -> dict:
+    unit_of_worker: dict[str, str] = spec.get("worker_units", {})
     named = []
     for problem in problems:
         subject, _, what = problem.partition(": ")
-        if subject not in units:
+        if subject not in units and subject not in spec.get("restart", []):
             subject, what = "", problem
         if problem.startswith("worker "):
             subject = unit_of_worker.get(problem.split()[1], "")
         if not subject and "Flower" in problem:
             subject = spec.get("flower_unit", "")
         named.append(f"{subject}: {what}: {journal_tail(subject)}" if subject else problem)
-    return {"ok": not problems, "problems": named, "seconds": round(time.monotonic() - started, 2)}
+    if not problems and spec.get("restart_dir"):
+        # Passed after its restarts: the notes kept for them (and for units started meanwhile) are done.
+        for note in Path(spec["restart_dir"]).glob("*"):
+            note.unlink()
+    seconds = round(time.monotonic() - started, 2)
+    return {"ok": not problems, "restarted": restarted, "problems": named, "seconds": seconds}
 
 
 if __name__ == "__main__":
-    report = gate(json.loads(sys.argv[1]))
-    print(json.dumps(report))
-    sys.exit(0 if report["ok"] else 1)
+    outcome = gate(json.loads(sys.argv[1]))
+    print(json.dumps(outcome))
+    sys.exit(0 if outcome["ok"] else 1)
