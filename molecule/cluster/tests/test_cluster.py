@@ -218,3 +218,24 @@ def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_
         assert end[name][0] > start[name][1], f"the {name} worker was not restarted"
     first, second = sorted(end.values())
     assert first[1] < second[0], f"both worker hosts were down at once: {end}"
+
+
+def test_a_failed_task_is_in_the_admins_task_results(cluster: dict[str, Any]) -> None:
+    """The guide sends ops to the Django admin's "Task Results" for failed tasks: with django-db
+    results (this scenario), the failure is a row of that table, whose admin is registered."""
+    out = django(
+        cluster["web"],
+        """
+from django.contrib import admin
+from django_celery_results.models import TaskResult
+from dhis_app.services.auto_sync.celery_tasks import celery_monitor_and_sync
+result = celery_monitor_and_sync.apply_async(("not-a-number",), queue="monitor")
+try:
+    result.get(timeout=60)
+except Exception as error:
+    print("raised", type(error).__name__)
+row = TaskResult.objects.get(task_id=result.id)
+print(TaskResult in admin.site._registry, row.status, "not-a-number" in (row.traceback or "") + row.result)
+""",
+    )
+    assert out.strip().splitlines()[-1] == "True FAILURE True", out

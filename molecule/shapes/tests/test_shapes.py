@@ -200,7 +200,8 @@ def test_an_ops_repository_converges_through_the_built_collection(host: Any, tmp
         output = run.stdout + run.stderr
         assert run.returncode == 0, output[-3000:]
         # The role's tasks are named by the collection's role, and the gate ran.
-        assert re.search(r"TASK \[dhis2\.celery\.dhis_celery : Gate \| Prove", output), output[-3000:]
+        gate = r"TASK \[dhis2\.celery\.dhis_celery : Gate \| Restart what changed, then prove"
+        assert re.search(gate, output), output[-3000:]
         assert re.search(r"changed=[1-9]", output), output[-3000:]
         assert ("worker_max_tasks_per_child" in host.file(settings).content_string) == bool(value)
         restarted = host.run(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}").stdout
