@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,7 +94,9 @@ def test_production_passes_the_checks_that_span_hosts() -> None:
     secrets = {
         f"vault_dhis_celery_{k}_password": f"filled-{k}-0123456789" for k in ["redis", "redis_admin", "flower_ops"]
     }
-    filled = [arg for k, v in secrets.items() for arg in ("-e", f"{k}={v}")]
+    secrets["vault_dhis_celery_tls_ca_cert"] = "-----BEGIN CERTIFICATE-----\nfilled\n-----END CERTIFICATE-----\n"
+    secrets["vault_dhis_celery_tls_ca_key"] = "-----BEGIN PRIVATE KEY-----\nfilled\n-----END PRIVATE KEY-----\n"
+    filled = ["-e", json.dumps(secrets)]
     result = ansible("ansible-playbook", "-i", "inventories/production", "playbooks/site.yml", *LOCAL, *filled)
     assert (
         "ok: [dhis-prd-redis-01.example.org] => (item=Beat would run on 1 hosts (dhis-prd-ops-01.example.org)"

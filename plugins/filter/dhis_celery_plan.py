@@ -42,6 +42,15 @@ def _size(value: str) -> int:
     return int(match.group(1)) * 1024 ** "_KMGT".index(match.group(2) or "_") if match else 0
 
 
+# PEM texts span lines; they are only ever written whole into files of their own.
+PEM_VARIABLES = {
+    "dhis_celery_tls_ca_cert",
+    "dhis_celery_tls_ca_key",
+    "dhis_celery_redis_tls_cert",
+    "dhis_celery_redis_tls_key",
+}
+PEM_CERT = "-----BEGIN CERTIFICATE-----"
+
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -508,11 +517,97 @@ def _settings(v: dict, problems: Problems) -> None:
         )
 
 
+def _sans(v: dict, problems: Problems) -> set[str] | None:
+    """The names and addresses the broker's certificate carries: the given certificate's
+    subjectAltNames, else dhis_celery_redis_tls_names (the certificate the role issues)."""
+    cert = str(v.get("dhis_celery_redis_tls_cert") or "")
+    if not cert:
+        names = v.get("dhis_celery_redis_tls_names") or []
+        if not isinstance(names, list) or not names:
+            problems.add("dhis_celery_redis_tls_names", "must list the names and addresses clients use to reach Redis.")
+            return None
+        return {_address(str(name)) for name in names}
+    from cryptography import x509  # only when a certificate is given
+
+    try:
+        parsed = x509.load_pem_x509_certificate(cert.encode())
+        alt = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        problems.add("dhis_celery_redis_tls_cert", f"is not a PEM certificate with subjectAltNames ({exc}).")
+        return None
+    return {_address(str(name)) for name in alt.get_values_for_type(x509.DNSName)} | {
+        str(address) for address in alt.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _address(name: str) -> str:
+    """An IP address in its normal form (::1, not 0:0::1); a DNS name in lower case."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _san(name: str) -> str:
+    try:
+        return f"IP:{ipaddress.ip_address(name)}"
+    except ValueError:
+        return f"DNS:{name.lower()}"
+
+
+def _tls(v: dict, parts: dict, problems: Problems) -> None:
+    if not v.get("dhis_celery_redis_tls") or v.get("dhis_celery_state", "present") != "present":
+        return
+    if PEM_CERT not in str(v.get("dhis_celery_tls_ca_cert") or ""):
+        problems.add("dhis_celery_tls_ca_cert", "must be the PEM text of the CA clients trust (dhis_celery_redis_tls).")
+    cert, key = bool(v.get("dhis_celery_redis_tls_cert")), bool(v.get("dhis_celery_redis_tls_key"))
+    if cert != key:
+        problems.add(
+            "dhis_celery_redis_tls_key" if cert else "dhis_celery_redis_tls_cert",
+            "is missing: give the broker's certificate and its key together, or neither (the role issues them).",
+        )
+    elif parts.get("redis") and not cert and "PRIVATE KEY-----" not in str(v.get("dhis_celery_tls_ca_key") or ""):
+        problems.add(
+            "dhis_celery_tls_ca_key",
+            "must be the PEM text of the CA's key (from Ansible Vault) for the role to issue the broker's "
+            "certificate; or give dhis_celery_redis_tls_cert and dhis_celery_redis_tls_key.",
+        )
+    days = _int(v.get("dhis_celery_tls_cert_days", 365), "dhis_celery_tls_cert_days", problems, 2, 3650)
+    renew = _int(v.get("dhis_celery_tls_renew_days", 30), "dhis_celery_tls_renew_days", problems, 1, 3650)
+    if not cert and renew >= days:
+        problems.add(
+            "dhis_celery_tls_renew_days",
+            f"({renew}) must be below dhis_celery_tls_cert_days ({days}), or every run renews.",
+        )
+    sans = _sans(v, problems)
+    if sans is None:
+        return
+    # What this host connects to: the broker and cache hosts from the app, loopback from the broker.
+    used = {}
+    if parts.get("app", True):
+        used["dhis_celery_redis_host"] = v.get("dhis_celery_redis_host")
+        used["dhis_celery_redis_cache_host"] = v.get("dhis_celery_redis_cache_host")
+    if parts.get("redis"):
+        used["dhis_celery_redis_bind"] = str((v.get("dhis_celery_redis_bind") or ["127.0.0.1"])[0]).removeprefix("-")
+    where = "dhis_celery_redis_tls_cert" if cert else "dhis_celery_redis_tls_names"
+    for variable, name in used.items():
+        if name and _address(str(name)) not in sans:
+            problems.add(
+                where,
+                f"the broker's certificate does not name {name!r}, which clients use ({variable}): "
+                f"they would refuse it. Add it to the certificate's names.",
+            )
+
+
 def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None = None) -> dict:
     """This host's plan: normalised values the role reads, and the problems found in the inputs."""
     v, parts, facts = dict(inputs), dict(parts or {}), dict(facts or {})
     problems = Problems()
-    for name in sorted(v):
+    for name in sorted(set(v) - PEM_VARIABLES):
         _control_chars(v[name], name, problems)
     _names(v, problems)
     _paths(v, problems)
@@ -522,6 +617,7 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
     _listen(v, facts, problems)
     _secrets(v, parts, problems)
     _settings(v, problems)
+    _tls(v, parts, problems)
     workers = _workers(v, parts, int(facts.get("vcpus") or 2), problems) if parts.get("workers", True) else []
 
     prefix = str(v.get("dhis_celery_unit_prefix", "celery"))
@@ -573,6 +669,8 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
         "web_unit": service,
         # `celery -A` target: the project's own app, or the role's bootstrap app for projects without one.
         "celery_app": str(v.get("dhis_celery_app_module") or "dhis_celery_bootstrap.celery:app"),
+        # subjectAltNames of the certificate the role issues for Redis (openssl's TYPE:value form).
+        "tls_sans": [_san(str(name)) for name in _list(v.get("dhis_celery_redis_tls_names")) if str(name)],
         "problems": list(problems),
     }
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from dhis_testlib import MITOGEN, django, http, play, redis, setting, wait_for, web
+from dhis_testlib import MITOGEN, TLS_CA, django, entered, http, play, redis, run, setting, wait_for, web
 
 CELERY_UNITS = (
     "redis-server.service",
@@ -61,7 +61,7 @@ def test_tasks_run_on_the_host_that_consumes_their_queue(cluster: dict[str, Any]
 from dhis_app.models import SyncConfig
 from dhis_app.services.auto_sync.celery_tasks import celery_monitor_and_sync
 SyncConfig.objects.get_or_create(pk=52, defaults={"name": "config-52"})
-print(celery_monitor_and_sync.delay(52).get(timeout=60)["worker"])
+print(celery_monitor_and_sync.delay(52).get(timeout=60, propagate=False)["worker"])
 """,
     )
     assert monitored.strip().splitlines()[-1] == "monitor@dhis-cl-monitor"
@@ -112,7 +112,8 @@ def test_terminate_refuses_on_a_threads_pool_and_signals_nothing(cluster: dict[s
     assert "sync@dhis-cl-sync" in output and "thread:TaskPool" in output and "Nothing was signalled" in output
     # Nothing was signalled: the task ends by itself with its result, on the same worker process.
     result = django(
-        cluster["web"], f"from celery.result import AsyncResult\nprint(AsyncResult({task_id!r}).get(timeout=60))"
+        cluster["web"],
+        f"from celery.result import AsyncResult\nprint(AsyncResult({task_id!r}).get(timeout=60, propagate=False))",
     )
     assert result.strip().splitlines()[-1] == "15.0", result
     assert cluster["sync"].run("systemctl show -p MainPID --value celery-worker@sync").stdout == pid
@@ -154,11 +155,108 @@ def test_redis_wants_the_password_from_the_network(cluster: dict[str, Any]) -> N
     sync = cluster["sync"]
     user, password = setting(sync, "dhis_celery_redis_user"), setting(sync, "dhis_celery_redis_password")
     for port in (6379, 6380):
-        anonymous = sync.run(f"redis-cli -h dhis-cl-broker -p {port} PING")
-        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, (port, anonymous.stdout, anonymous.stderr)
+        anonymous = redis(sync, port, "-h", "dhis-cl-broker", "PING")
+        assert "NOAUTH" in anonymous, (port, anonymous)
         wrong = redis(sync, port, "-h", "dhis-cl-broker", "PING", user=user, password="not-the-password")
         assert "PONG" not in wrong
         assert redis(sync, port, "-h", "dhis-cl-broker", "PING", user=user, password=password) == "PONG"
+
+
+HANDSHAKE = (
+    "import socket, ssl, sys; host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None; "
+    "ssl.create_default_context(cafile=ca).wrap_socket(socket.create_connection((host, port), 5), "
+    "server_hostname=host).close(); print('verified')"
+)
+
+
+def handshake(host: Any, name: str, port: int, ca: str = TLS_CA) -> str:
+    """A TLS handshake that checks the certificate against `ca` and `name` ('' ca: the system's)."""
+    result = host.run(f"python3 -c {shlex.quote(HANDSHAKE)} {shlex.quote(name)} {port} {shlex.quote(ca)}")
+    return result.stdout.strip() or result.stderr.strip().splitlines()[-1]
+
+
+def test_redis_speaks_only_tls_and_clients_check_the_ca_and_the_name(cluster: dict[str, Any]) -> None:
+    sync = cluster["sync"]
+    address = sync.run("getent ahostsv4 dhis-cl-broker").stdout.split()[0]
+    for port in (6379, 6380):
+        plain = sync.run(f"redis-cli -h dhis-cl-broker -p {port} PING")
+        assert "PONG" not in plain.stdout and "NOAUTH" not in plain.stdout, (port, plain.stdout)
+        assert handshake(sync, "dhis-cl-broker", port) == "verified"
+        # The certificate names what clients use, nothing else; and only the role's CA signs it.
+        assert "match" in handshake(sync, address, port), address
+        assert "certificate verify failed" in handshake(sync, "dhis-cl-broker", port, ca="")
+    # The application's clients ask for the same checks (a bare rediss:// URL would skip them).
+    checks = django(
+        cluster["web"],
+        "import json, ssl\nfrom django.conf import settings\n"
+        "print(json.dumps([settings.CELERY_BROKER_URL.split(':')[0], settings.CELERY_BROKER_USE_SSL['ssl_cert_reqs']"
+        " == ssl.CERT_REQUIRED, settings.CACHES['default']['OPTIONS']['CONNECTION_POOL_KWARGS']['ssl_ca_certs'],"
+        " settings.CELERY_BROKER_USE_SSL['ssl_check_hostname']]))",
+    )
+    assert json.loads(checks) == ["rediss", True, TLS_CA, True]
+    # So do the role's own counters: verify.yml from a worker host, the queue-metrics timer on the broker.
+    verify = play("dhis-cl-sync", {}, playbook="playbooks/verify.yml")
+    assert verify.returncode == 0 and "problems: none" in verify.stdout, verify.stdout[-3000:]
+    assert re.search(r"messages waiting: [^\n]*\bsync=\d+", verify.stdout), verify.stdout[-3000:]
+    run(cluster["broker"], "systemctl start celery-queue-metrics.service")
+    textfile = run(cluster["broker"], "cat /var/lib/prometheus/node-exporter/celery-queues.prom")
+    assert 'dhis_celery_queue_metrics_up{app="celery"} 1' in textfile
+
+
+def test_nothing_secret_crosses_the_network_in_clear_text(cluster: dict[str, Any]) -> None:
+    """A capture on the broker while the web host connects, caches a value and sends a task shows
+    neither the password nor the value nor the task's argument; a control sent in clear text to
+    the same port shows in it, so the capture does see what crosses in clear."""
+    broker, web_host = cluster["broker"], cluster["web"]
+    marker, control, config_id = (
+        f"cached-{uuid.uuid4().hex}",
+        f"control-{uuid.uuid4().hex}",
+        987_000 + int(time.time()) % 1000,
+    )
+    capture = "/tmp/redis-tls.pcap"
+    run_capture = f"timeout 40 tcpdump -i any -U -s 0 -w {capture} 'tcp port 6379 or tcp port 6380'"
+    broker.run(f"rm -f {capture}; (setsid {run_capture} >/tmp/tcpdump.log 2>&1 &)")
+    assert wait_for(lambda: "listening" in broker.run("cat /tmp/tcpdump.log").stdout, timeout=10)
+    try:
+        django(
+            web_host,
+            "from django.core.cache import cache\n"
+            "from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync as sync\n"
+            f"cache.set('tls-probe', {marker!r}, 60)\n"
+            f"sync.apply_async(kwargs={{'config_id': {config_id}}}, queue='sync').get(timeout=60, propagate=False)\n",
+        )
+        web_host.run(
+            "python3 -c "
+            + shlex.quote(
+                "import socket, sys; s = socket.create_connection(('dhis-cl-broker', 6379), 5); "
+                f"s.sendall(b'{control}\\r\\n'); s.close()"
+            )
+        )
+        time.sleep(2)
+    finally:
+        broker.run("pkill -INT -x tcpdump")
+    seen = broker.file(capture).content
+    assert len(seen) > 2_000 and control.encode() in seen, "the capture must see what crosses in clear"
+    for secret in (
+        setting(web_host, "dhis_celery_redis_password"),
+        marker,
+        str(config_id),
+    ):
+        assert secret.encode() not in seen, secret
+
+
+REDIS_UNITS = ("redis-server.service", "redis-server@cache.service")
+CERTIFICATE = (
+    "import calendar; from cryptography import x509; c = x509.load_pem_x509_certificate(open("
+    "'/etc/dhis-celery-tls/redis.pem', 'rb').read()); "
+    "print(c.serial_number, calendar.timegm(c.not_valid_after.timetuple()))"
+)
+
+
+def certificate(host: Any) -> tuple[int, int]:
+    """The broker certificate's serial number and end of validity (epoch seconds)."""
+    serial, end = run(host, f"python3 -W ignore -c {shlex.quote(CERTIFICATE)}").split()
+    return int(serial), int(end)
 
 
 def monotonic(host: Any, unit: str) -> tuple[int, int]:
@@ -179,6 +277,7 @@ def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_
     worker host is never restarted. 2. The release is fixed and the same run repeated: nothing
     changes on disk any more, yet the other host restarts now (the restart noted on it in the
     failed run was kept there) and the shared database is migrated from the Beat host only.
+    The same run renews the broker's TLS certificate: Redis restarts with it and the clients follow.
     3. Back to the scenario's settings: both worker hosts restart, one after the other."""
     tasks = "/srv/dhis_sync/dhis_app/services/auto_sync/celery_tasks.py"
     units = {"sync": "celery-worker@sync.service", "monitor": "celery-worker@monitor.service"}
@@ -201,8 +300,14 @@ def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_
     finally:
         for name in units:
             cluster[name].run(f"cp /root/celery_tasks.good {tasks}")
-    resumed = play("", setting, env=MITOGEN)
+    # The same run renews the broker's certificate (its renewal margin now exceeds what is left).
+    issued, redis_started = certificate(cluster["broker"]), entered(cluster["broker"], *REDIS_UNITS)
+    renew = {"dhis_celery_tls_cert_days": 400, "dhis_celery_tls_renew_days": 366}
+    resumed = play("", {**setting, **renew}, env=MITOGEN)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    renewed = certificate(cluster["broker"])
+    assert renewed[0] != issued[0] and renewed[1] - time.time() > 399 * 86400, (issued, renewed)
+    assert all(a > b for a, b in zip(entered(cluster["broker"], *REDIS_UNITS), redis_started, strict=True))
     assert monotonic(cluster[other], units[other])[1] > before[other][1], f"{other} kept running the old settings"
     assert not cluster[other].file(f"/etc/dhis-celery/restarts/{units[other]}").exists
     # The shared database is migrated once per cluster, from the Beat host: every play of
@@ -214,6 +319,7 @@ def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_
     restored = play("", {}, env=MITOGEN)
     assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
     end = {name: monotonic(cluster[name], unit) for name, unit in units.items()}
+    assert certificate(cluster["broker"]) == renewed, "a certificate valid past the margin was issued again"
     for name in units:
         assert end[name][0] > start[name][1], f"the {name} worker was not restarted"
     first, second = sorted(end.values())
@@ -231,7 +337,7 @@ from django_celery_results.models import TaskResult
 from dhis_app.services.auto_sync.celery_tasks import celery_monitor_and_sync
 result = celery_monitor_and_sync.apply_async(("not-a-number",), queue="monitor")
 try:
-    result.get(timeout=60)
+    result.get(timeout=60, propagate=False)
 except Exception as error:
     print("raised", type(error).__name__)
 row = TaskResult.objects.get(task_id=result.id)

@@ -57,12 +57,17 @@ def web(host: Any, path: str, method: str = "GET") -> dict:
     return json.loads(body)
 
 
+TLS_CA = "/etc/dhis-celery-tls/ca.pem"
+
+
 def redis(host: Any, port: int, *args: str, user: str = "", password: str = "") -> str:
-    """redis-cli as a given ACL user (the password travels in REDISCLI_AUTH, not argv)."""
+    """redis-cli as a given ACL user (the password travels in REDISCLI_AUTH, not argv), over TLS
+    checked against the role's CA when the scenario turns dhis_celery_redis_tls on."""
     auth = f"--user {shlex.quote(user)}" if user else ""
     env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    tls = f"--tls --cacert {TLS_CA} " if setting(host, "dhis_celery_redis_tls") else ""
     quoted = " ".join(shlex.quote(a) for a in args)
-    return host.run(f"{env}redis-cli --no-auth-warning -p {port} {auth} {quoted}").stdout.strip()
+    return host.run(f"{env}redis-cli --no-auth-warning {tls}-p {port} {auth} {quoted}").stdout.strip()
 
 
 def app_redis(host: Any, port: int, *args: str) -> str:

@@ -17,8 +17,9 @@ TEXTFILE = "/var/lib/prometheus/node-exporter/celery-queues.prom"
 
 
 def scraped(host: Any, queue: str) -> int | None:
-    """The queue's length as node_exporter serves it (after a fresh count), or None if absent."""
-    run(host, f"systemctl start {UNIT}.service")
+    """The queue's length as node_exporter serves it (after a fresh count), or None if absent.
+    A count fails (and the unit with it) while Redis is down or still loading its files."""
+    host.run(f"systemctl start {UNIT}.service")
     body = run(host, "curl -sf http://127.0.0.1:9100/metrics")
     found = re.search(rf'^dhis_celery_queue_length{{app="celery",queue="{queue}"}} (\d+)$', body, re.M)
     return int(found.group(1)) if found else None

@@ -29,6 +29,9 @@ UNITS = [
 @pytest.mark.parametrize("port", [BROKER, CACHE])
 def test_redis_refuses_clients_without_credentials(host: Any, port: int) -> None:
     assert "NOAUTH" in redis(host, port, "PING")
+    # The default user keeps permissions (for the AOF's replay), never a way in.
+    for password in ("", "default", "nopass"):
+        assert "WRONGPASS" in redis(host, port, "AUTH", "default", password), password
 
 
 @pytest.mark.parametrize("port", [BROKER, CACHE])

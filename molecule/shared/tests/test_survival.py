@@ -7,6 +7,7 @@ platform only.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -68,6 +69,30 @@ def test_the_queue_and_both_instances_survive_a_host_restart(stopped_worker: Any
         assert host.service(unit).is_running, unit
     assert app_redis(host, CACHE, "PING") == "PONG"
     assert wait_for(lambda: completed(host, 9002)[0] == 30, timeout=60)
+
+
+def test_transactions_in_the_append_only_file_survive_a_broker_restart(first_host: Any) -> None:
+    """kombu writes its unacknowledged-message index, its acks and its restores in MULTI/EXEC
+    blocks. Redis replays them from the AOF as the default user and re-checks ACLs at EXEC: with a
+    default user stripped of permissions it dropped every one on a restart (NOPERM in the log)."""
+    host, tag = first_host, f"tx-{time.time_ns()}"
+    user, password = setting(host, "dhis_celery_redis_user"), setting(host, "dhis_celery_redis_password")
+    block = f"MULTI\nZADD {tag}:index 1 {tag}\nHSET {tag}:unacked {tag} message\nEXEC\n"
+    replies = run(
+        host,
+        f"printf {shlex.quote(block)} | REDISCLI_AUTH={shlex.quote(password)} "
+        f"redis-cli --no-auth-warning --user {shlex.quote(user)} -p {BROKER}",
+    )
+    assert replies.split()[-2:] == ["1", "1"], replies
+    since = run(host, "date +%s").strip()
+    run(host, "systemctl restart redis-server")
+    try:
+        # Redis answers LOADING until it has replayed the file.
+        assert wait_for(lambda: app_redis(host, BROKER, "HGET", f"{tag}:unacked", tag) == "message", timeout=15)
+        assert app_redis(host, BROKER, "ZSCORE", f"{tag}:index", tag) == "1"
+        assert "NOPERM" not in run(host, f"journalctl -u redis-server --since @{since} -o cat")
+    finally:
+        app_redis(host, BROKER, "DEL", f"{tag}:index", f"{tag}:unacked")
 
 
 def test_moving_from_one_instance_to_two_and_turning_aof_on_keeps_the_data(stopped_worker: Any) -> None:

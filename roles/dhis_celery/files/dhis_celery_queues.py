@@ -12,8 +12,8 @@ Two uses, both with the system Python in isolated mode (no Redis library needed)
   - the PREFIX-queue-metrics timer on the broker host: python3 -I dhis_celery_queues.py CONFIG,
     the password in the root-only file CONFIG names; writes a Prometheus textfile for
     node_exporter's textfile collector (atomically, 0644, no secret in it).
-SPEC/CONFIG: {"host", "port", "user", "db", "queues"; for verify "memory": true; for the timer
-"password_file", "textfile", "app"}.
+SPEC/CONFIG: {"host", "port", "user", "db", "queues"; "tls_ca_file" when Redis speaks TLS; for
+verify "memory": true; for the timer "password_file", "textfile", "app"}.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,10 @@ Reply = int | str | list | None
 class Redis:
     """Just enough RESP2 for AUTH, SELECT, LLEN, HLEN and MEMORY STATS."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 5, ca_file: str = "") -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ca_file:  # TLS: the server's certificate must chain to the CA and name the host
+            self.sock = ssl.create_default_context(cafile=ca_file).wrap_socket(self.sock, server_hostname=host)
         self.reader = self.sock.makefile("rb")
 
     def __call__(self, *args: str) -> Reply:
@@ -57,7 +60,7 @@ class Redis:
 
 
 def count(spec: dict, password: str) -> dict:
-    redis = Redis(spec["host"], int(spec["port"]))
+    redis = Redis(spec["host"], int(spec["port"]), ca_file=spec.get("tls_ca_file") or "")
     redis("AUTH", spec["user"], password)
     redis("SELECT", str(spec["db"]))
     queues = {q: sum(int(redis("LLEN", q + suffix)) for suffix in PRIORITY_SUFFIXES) for q in spec["queues"]}
