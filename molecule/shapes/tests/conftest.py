@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/lib"))
 
-from dhis_testlib import first_host, pytest_runtest_makereport  # noqa: F401
+from dhis_testlib import one_host, pytest_runtest_makereport  # noqa: F401

@@ -1,7 +1,7 @@
 """One Beat for sure (dhis_celery_beat_fence): the Beat unit holds a key in the broker's Redis; a
 Beat started by hand with the units' settings exits and names the holder; the unit stands by while
 another Beat holds the key and takes over once it expires; a holder of this host killed with -9 is
-taken over at once by the unit's restart. Tests on the first platform; every unit is put back."""
+taken over at once by the unit's restart. Tests on one host; every unit is put back."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def journal_since(host: Any, since: str) -> str:
     return run(host, f"journalctl -q -o cat -u {BEAT} --since @{since}")
 
 
-def test_a_beat_started_by_hand_exits_and_names_the_holder(first_host: Any) -> None:
-    host = first_host
+def test_a_beat_started_by_hand_exits_and_names_the_holder(one_host: Any) -> None:
+    host = one_host
     assert wait_for(lambda: held_by_the_unit(host), timeout=30), fence(host)
     assert fence(host)[0] == f"dhis-celery:beat-fence:{setting(host, 'dhis_celery_app_module')}"
     _, holder = fence(host)
@@ -44,8 +44,8 @@ def test_a_beat_started_by_hand_exits_and_names_the_holder(first_host: Any) -> N
     assert fence(host)[1] == holder and host.service(BEAT).is_running
 
 
-def test_the_unit_stands_by_while_another_beat_holds_the_fence_and_takes_over(first_host: Any) -> None:
-    host = first_host
+def test_the_unit_stands_by_while_another_beat_holds_the_fence_and_takes_over(one_host: Any) -> None:
+    host = one_host
     key, _ = fence(host)
     run(host, f"systemctl stop {BEAT}")
     try:
@@ -64,8 +64,8 @@ def test_the_unit_stands_by_while_another_beat_holds_the_fence_and_takes_over(fi
         run(host, f"systemctl start {BEAT}")
 
 
-def test_a_holder_of_this_host_killed_with_9_is_taken_over_at_once(first_host: Any) -> None:
-    host = first_host
+def test_a_holder_of_this_host_killed_with_9_is_taken_over_at_once(one_host: Any) -> None:
+    host = one_host
     assert wait_for(lambda: held_by_the_unit(host), timeout=30), fence(host)
     killed = main_pid(host)
     since = run(host, "date +%s").strip()

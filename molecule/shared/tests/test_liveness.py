@@ -18,8 +18,8 @@ def main_pid(host: Any) -> str:
     return run(host, f"systemctl show -p MainPID --value {WORKER}").strip()
 
 
-def test_a_frozen_worker_is_restarted_and_none_of_its_tasks_is_lost(first_host: Any) -> None:
-    host = first_host
+def test_a_frozen_worker_is_restarted_and_none_of_its_tasks_is_lost(one_host: Any) -> None:
+    host = one_host
     assert run(host, f"systemctl is-active {TIMER}").strip() == "active"
     assert run(host, f"systemctl is-enabled {TIMER}").strip() == "enabled"
     # Rounds every 5 s, each ping given 3 s, for this test only (put back below).

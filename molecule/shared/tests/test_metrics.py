@@ -25,47 +25,47 @@ def scraped(host: Any, queue: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def test_a_filled_queue_shows_in_node_exporter_priorities_included(first_host: Any) -> None:
-    assert run(first_host, f"systemctl is-active {UNIT}.timer").strip() == "active"
-    run(first_host, "systemctl stop celery-worker@default")
+def test_a_filled_queue_shows_in_node_exporter_priorities_included(one_host: Any) -> None:
+    assert run(one_host, f"systemctl is-active {UNIT}.timer").strip() == "active"
+    run(one_host, "systemctl stop celery-worker@default")
     try:
         django(
-            first_host,
+            one_host,
             "from dhis_app.services.auto_sync.celery_tasks import celery_trigger_auto_sync as sync\n"
             "for p in (None, None, 9, 9, 6): sync.apply_async(kwargs={'config_id': 9201}, queue='sync', priority=p)",
         )
-        assert scraped(first_host, "sync") == 5
-        assert 'dhis_celery_queue_metrics_up{app="celery"} 1' in run(first_host, f"cat {TEXTFILE}")
+        assert scraped(one_host, "sync") == 5
+        assert 'dhis_celery_queue_metrics_up{app="celery"} 1' in run(one_host, f"cat {TEXTFILE}")
     finally:
-        run(first_host, "systemctl start celery-worker@default")
-    assert wait_for(lambda: scraped(first_host, "sync") == 0, timeout=60, every=2)
+        run(one_host, "systemctl start celery-worker@default")
+    assert wait_for(lambda: scraped(one_host, "sync") == 0, timeout=60, every=2)
 
 
-def test_the_textfile_holds_no_secret_and_the_counter_may_only_count(first_host: Any) -> None:
-    mode = run(first_host, f"stat -c '%a %U' {TEXTFILE}").strip()
+def test_the_textfile_holds_no_secret_and_the_counter_may_only_count(one_host: Any) -> None:
+    mode = run(one_host, f"stat -c '%a %U' {TEXTFILE}").strip()
     assert mode == "644 root", mode
-    text = run(first_host, f"cat {TEXTFILE}")
-    password = run(first_host, f"cat /etc/dhis-celery-queue-metrics/{UNIT}.password")
+    text = run(one_host, f"cat {TEXTFILE}")
+    password = run(one_host, f"cat /etc/dhis-celery-queue-metrics/{UNIT}.password")
     for secret in (
         password,
-        setting(first_host, "dhis_celery_redis_password"),
-        setting(first_host, "dhis_celery_redis_admin_password"),
+        setting(one_host, "dhis_celery_redis_password"),
+        setting(one_host, "dhis_celery_redis_admin_password"),
     ):
         assert secret and secret not in text
-    user = setting(first_host, "dhis_celery_redis_metrics_user")
-    assert redis(first_host, 6379, "LLEN", "sync", user=user, password=password) == "0"
+    user = setting(one_host, "dhis_celery_redis_metrics_user")
+    assert redis(one_host, 6379, "LLEN", "sync", user=user, password=password) == "0"
     for refused in (("LRANGE", "sync", "0", "-1"), ("GET", "x"), ("DEL", "sync"), ("CONFIG", "GET", "*")):
-        assert "NOPERM" in redis(first_host, 6379, *refused, user=user, password=password), refused
-    assert run(first_host, f"stat -c '%a %U' /etc/dhis-celery-queue-metrics/{UNIT}.password").strip() == "600 root"
+        assert "NOPERM" in redis(one_host, 6379, *refused, user=user, password=password), refused
+    assert run(one_host, f"stat -c '%a %U' /etc/dhis-celery-queue-metrics/{UNIT}.password").strip() == "600 root"
 
 
-def test_an_unreadable_broker_shows_as_down_not_as_empty(first_host: Any) -> None:
-    run(first_host, "systemctl stop redis-server")
+def test_an_unreadable_broker_shows_as_down_not_as_empty(one_host: Any) -> None:
+    run(one_host, "systemctl stop redis-server")
     try:
-        first_host.run(f"systemctl start {UNIT}.service")
-        text = run(first_host, f"cat {TEXTFILE}")
+        one_host.run(f"systemctl start {UNIT}.service")
+        text = run(one_host, f"cat {TEXTFILE}")
     finally:
-        run(first_host, "systemctl start redis-server")
+        run(one_host, "systemctl start redis-server")
     assert 'dhis_celery_queue_metrics_up{app="celery"} 0' in text
     assert "dhis_celery_queue_length" not in text
-    assert wait_for(lambda: scraped(first_host, "sync") == 0, timeout=30, every=2)
+    assert wait_for(lambda: scraped(one_host, "sync") == 0, timeout=30, every=2)

@@ -51,8 +51,8 @@ def test_beat_runs_the_declared_tasks(host: Any) -> None:
         assert wait_for(lambda cid=config_id, b=before: runs(host, cid) > b, timeout=30, every=1), config_id
 
 
-def test_rows_follow_a_change_and_a_removal_and_hand_made_rows_stay(first_host: Any) -> None:
-    host, name = first_host, first_host.backend.get_hostname()
+def test_rows_follow_a_change_and_a_removal_and_hand_made_rows_stay(one_host: Any) -> None:
+    host, name = one_host, one_host.backend.get_hostname()
     django(
         host,
         """

@@ -85,30 +85,30 @@ def started_batch(host: Any, size: int = BATCH) -> tuple[int, float]:
     return config_id, started
 
 
-def test_worker_restart_during_a_batch(first_host: Any) -> None:
-    config_id, started = started_batch(first_host)
-    run(first_host, f"systemctl restart {WORKER}")
-    record("1. `systemctl restart` of the worker during the batch", first_host, config_id, BATCH, started)
+def test_worker_restart_during_a_batch(one_host: Any) -> None:
+    config_id, started = started_batch(one_host)
+    run(one_host, f"systemctl restart {WORKER}")
+    record("1. `systemctl restart` of the worker during the batch", one_host, config_id, BATCH, started)
 
 
-def test_converge_with_a_changed_worker_setting_during_a_batch(first_host: Any) -> None:
-    name = first_host.backend.get_hostname()
-    changed = [{**w, "loglevel": "warning"} for w in setting(first_host, "dhis_celery_workers")]
-    config_id, started = started_batch(first_host)
-    before = entered(first_host, WORKER)
+def test_converge_with_a_changed_worker_setting_during_a_batch(one_host: Any) -> None:
+    name = one_host.backend.get_hostname()
+    changed = [{**w, "loglevel": "warning"} for w in setting(one_host, "dhis_celery_workers")]
+    config_id, started = started_batch(one_host)
+    before = entered(one_host, WORKER)
     try:
         result = play(name, {"dhis_celery_workers": changed})
         assert result.returncode == 0, result.stdout[-2000:]
-        assert entered(first_host, WORKER) > before, "the changed setting did not restart the worker"
-        record("2. converge with a changed worker setting during the batch", first_host, config_id, BATCH, started)
+        assert entered(one_host, WORKER) > before, "the changed setting did not restart the worker"
+        record("2. converge with a changed worker setting during the batch", one_host, config_id, BATCH, started)
     finally:
         assert play(name, {}).returncode == 0
 
 
 @pytest.mark.skipif(not LONG, reason="long form (two converges and a visibility timeout): make reliability")
-def test_kill_9_of_the_worker_during_a_batch(first_host: Any) -> None:
+def test_kill_9_of_the_worker_during_a_batch(one_host: Any) -> None:
     # A short visibility timeout so that Redis redelivers the killed worker's tasks quickly.
-    name = first_host.backend.get_hostname()
+    name = one_host.backend.get_hostname()
     short = {
         "dhis_celery_visibility_timeout": 20,
         "dhis_celery_task_time_limit": 15,
@@ -116,87 +116,83 @@ def test_kill_9_of_the_worker_during_a_batch(first_host: Any) -> None:
     }
     assert play(name, short).returncode == 0
     try:
-        config_id, started = started_batch(first_host)
-        pid = run(first_host, f"systemctl show -p MainPID --value {WORKER}").strip()
-        run(first_host, f"kill -9 {pid}")
+        config_id, started = started_batch(one_host)
+        pid = run(one_host, f"systemctl show -p MainPID --value {WORKER}").strip()
+        run(one_host, f"kill -9 {pid}")
         record(
             "3. `kill -9` of the worker's main process during the batch",
-            *(first_host, config_id, BATCH, started),
+            *(one_host, config_id, BATCH, started),
             at_least_once=True,
         )
-        assert run(first_host, f"systemctl is-active {WORKER}").strip() == "active"
+        assert run(one_host, f"systemctl is-active {WORKER}").strip() == "active"
     finally:
         assert play(name, {}).returncode == 0
 
 
-def test_redis_restart_with_messages_waiting(first_host: Any) -> None:
-    run(first_host, f"systemctl stop {WORKER}")
+def test_redis_restart_with_messages_waiting(one_host: Any) -> None:
+    run(one_host, f"systemctl stop {WORKER}")
     try:
         config_id, started = new_id(), time.monotonic()
-        send_batch(first_host, config_id, WAITING)
-        before = queued(first_host, "sync")
+        send_batch(one_host, config_id, WAITING)
+        before = queued(one_host, "sync")
         assert before >= WAITING
-        run(first_host, "systemctl restart redis-server")
-        assert queued(first_host, "sync") == before
+        run(one_host, "systemctl restart redis-server")
+        assert queued(one_host, "sync") == before
     finally:
-        run(first_host, f"systemctl start {WORKER}")
+        run(one_host, f"systemctl start {WORKER}")
     record(
-        f"4. `systemctl restart redis-server` with {WAITING} messages waiting", first_host, config_id, WAITING, started
+        f"4. `systemctl restart redis-server` with {WAITING} messages waiting", one_host, config_id, WAITING, started
     )
 
 
-def test_host_restart_with_messages_waiting(first_host: Any) -> None:
-    run(first_host, f"systemctl stop {WORKER}")
+def test_host_restart_with_messages_waiting(one_host: Any) -> None:
+    run(one_host, f"systemctl stop {WORKER}")
     config_id, started = new_id(), time.monotonic()
-    send_batch(first_host, config_id, BATCH)
-    name = first_host.backend.get_hostname()
+    send_batch(one_host, config_id, BATCH)
+    name = one_host.backend.get_hostname()
     subprocess.run(["docker", "kill", "--signal", "SIGRTMIN+3", name], check=True, timeout=30)
     subprocess.run(["docker", "wait", name], check=True, timeout=120)
     subprocess.run(["docker", "start", name], check=True, timeout=60)
-    assert wait_for(
-        lambda: first_host.run("systemctl is-system-running --wait").stdout.strip() == "running", timeout=90
-    )
+    assert wait_for(lambda: one_host.run("systemctl is-system-running --wait").stdout.strip() == "running", timeout=90)
     for unit in [WORKER, "celery-beat", "celery-flower", "redis-server", "redis-server@cache"]:
-        assert run(first_host, f"systemctl is-enabled {unit}").strip() == "enabled"
-    record(
-        "5. host restart (container power-off and boot) with messages waiting", first_host, config_id, BATCH, started
-    )
+        assert run(one_host, f"systemctl is-enabled {unit}").strip() == "enabled"
+    record("5. host restart (container power-off and boot) with messages waiting", one_host, config_id, BATCH, started)
 
 
-def test_redis_outage_while_beat_and_workers_run(first_host: Any) -> None:
+def test_redis_outage_while_beat_and_workers_run(one_host: Any) -> None:
     started = time.monotonic()
-    run(first_host, "systemctl stop redis-server")
+    run(one_host, "systemctl stop redis-server")
     time.sleep(2)
     # A worker that starts while the broker is down waits for it (retries at start-up) instead of
     # exiting: the process systemd started is still the one running when the broker comes back.
-    since = run(first_host, "date +%s").strip()
-    run(first_host, f"systemctl restart {WORKER}")
-    pid = run(first_host, f"systemctl show -p MainPID --value {WORKER}").strip()
+    since = run(one_host, "date +%s").strip()
+    run(one_host, f"systemctl restart {WORKER}")
+    pid = run(one_host, f"systemctl show -p MainPID --value {WORKER}").strip()
     journal = f"journalctl -q -o cat -u {WORKER} --since @{since}"
-    tried = wait_for(lambda: "Cannot connect to" in run(first_host, journal), timeout=30)
+    tried = wait_for(lambda: "Cannot connect to" in run(one_host, journal), timeout=30)
     time.sleep(max(OUTAGE - (time.monotonic() - started), 3))
-    states = run(first_host, f"systemctl is-failed {WORKER} celery-beat celery-flower || true").split()
-    pid_now = run(first_host, f"systemctl show -p MainPID --value {WORKER}").strip()
-    run(first_host, "systemctl start redis-server")
-    assert tried, run(first_host, journal)[-2000:]
+    states = run(one_host, f"systemctl is-failed {WORKER} celery-beat celery-flower || true").split()
+    pid_now = run(one_host, f"systemctl show -p MainPID --value {WORKER}").strip()
+    run(one_host, "systemctl start redis-server")
+    assert tried, run(one_host, journal)[-2000:]
     assert pid_now == pid != "0"
     assert "failed" not in states, states
     config_id = new_id()
-    send_batch(first_host, config_id, 20)
+    send_batch(one_host, config_id, 20)
     label = f"6. Redis stopped at least {OUTAGE} s under Beat and the worker (restarted meanwhile), then 20 tasks"
-    record(label, first_host, config_id, 20, started)
+    record(label, one_host, config_id, 20, started)
     for unit in [WORKER, "celery-beat"]:
-        assert run(first_host, f"systemctl is-active {unit}").strip() == "active"
+        assert run(one_host, f"systemctl is-active {unit}").strip() == "active"
 
 
-def test_beat_restart_runs_an_overdue_period_once_and_none_twice(first_host: Any) -> None:
+def test_beat_restart_runs_an_overdue_period_once_and_none_twice(one_host: Any) -> None:
     """What Beat can promise across a restart: a period overdue when it comes back runs at once
     (within SLACK of being due, or of the restart if that is later: Beat's own start-up), none
     runs twice, and every other gap is one period. A doubled period fails, and so does one
     skipped after the restart (it would add a whole period, more than SLACK)."""
     config_id, every, window, slack = new_id(), 10, 60, 6.0
     django(
-        first_host,
+        one_host,
         f"""
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from dhis_app.models import SyncConfig
@@ -209,18 +205,18 @@ PeriodicTask.objects.create(name="beat-restart-{config_id}", interval=schedule, 
     try:
         time.sleep(window / 2)
         # Type=exec: the restart returns once the new Beat process runs (the host's clock, as the rows').
-        up = float(run(first_host, "systemctl restart celery-beat && date +%s.%N").strip())
+        up = float(run(one_host, "systemctl restart celery-beat && date +%s.%N").strip())
         time.sleep(window / 2)
     finally:
         django(
-            first_host,
+            one_host,
             f"from django_celery_beat.models import PeriodicTask\n"
             f"PeriodicTask.objects.filter(name='beat-restart-{config_id}').delete()",
         )
     times = [
         float(t)
         for t in django(
-            first_host,
+            one_host,
             f"""
 from dhis_app.models import SyncRun
 times = SyncRun.objects.filter(config_id={config_id}).order_by("created").values_list("created", flat=True)
@@ -251,31 +247,31 @@ print(" ".join(str(t.timestamp()) for t in times))
     assert steady and max(steady) < every * 1.5, f"a period was lost outside the restart: gaps {gaps}"
 
 
-def test_code_deploy_during_a_batch(first_host: Any) -> None:
+def test_code_deploy_during_a_batch(one_host: Any) -> None:
     """playbooks/deploy.yml with a new release marker: every unit restarts in order, none of the
     batch's tasks is lost or cut (a cut task would run twice), and the units see the marker."""
-    name = first_host.backend.get_hostname()
+    name = one_host.backend.get_hostname()
     refused = play(name, {}, playbook="playbooks/deploy.yml")
     assert refused.returncode != 0 and "dhis_celery_app_revision" in refused.stdout + refused.stderr
-    config_id, started = started_batch(first_host)
+    config_id, started = started_batch(one_host)
     revision = f"release-{config_id}"
     units = (WORKER, "celery-beat", "celery-flower", "dhis-sync-web")
-    before = entered(first_host, *units)
+    before = entered(one_host, *units)
     result = play(name, {"dhis_celery_app_revision": revision}, playbook="playbooks/deploy.yml")
     assert result.returncode == 0, result.stdout[-3000:]
-    after = entered(first_host, *units)
+    after = entered(one_host, *units)
     assert all(a > b for a, b in zip(after, before, strict=True)), f"not every unit restarted: {before} -> {after}"
     assert after == sorted(after), f"the units did not restart in the order {units}: {after}"
     record(
         "8. code deploy (playbooks/deploy.yml, a new release marker) during the batch",
-        first_host,
+        one_host,
         config_id,
         BATCH,
         started,
     )
     for unit in (WORKER, "celery-beat", "dhis-sync-web"):
-        pid = run(first_host, f"systemctl show -p MainPID --value {unit}").strip()
-        assert f"DHIS_CELERY_APP_REVISION={revision}" in run(first_host, f"tr '\\0' '\\n' < /proc/{pid}/environ"), unit
+        pid = run(one_host, f"systemctl show -p MainPID --value {unit}").strip()
+        assert f"DHIS_CELERY_APP_REVISION={revision}" in run(one_host, f"tr '\\0' '\\n' < /proc/{pid}/environ"), unit
     # A later run of site.yml without the variable leaves the marker, and so restarts nothing.
     again = play(name, {})
-    assert again.returncode == 0 and entered(first_host, *units) == after, again.stdout[-3000:]
+    assert again.returncode == 0 and entered(one_host, *units) == after, again.stdout[-3000:]

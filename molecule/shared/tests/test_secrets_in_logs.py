@@ -20,8 +20,8 @@ def scenario_secrets(host: Any) -> list[str]:
     ]
 
 
-def test_rotated_secrets_never_show_at_vvv_and_take_effect(first_host: Any) -> None:
-    name = first_host.backend.get_hostname()
+def test_rotated_secrets_never_show_at_vvv_and_take_effect(one_host: Any) -> None:
+    name = one_host.backend.get_hostname()
     new = {
         "dhis_celery_redis_password": secrets.token_urlsafe(24),
         "dhis_celery_redis_admin_password": secrets.token_urlsafe(24),
@@ -32,8 +32,8 @@ def test_rotated_secrets_never_show_at_vvv_and_take_effect(first_host: Any) -> N
         new["dhis_celery_redis_admin_password"],
         new["dhis_celery_flower_users"][0]["password"],
     ]
-    old_values = scenario_secrets(first_host)
-    user = setting(first_host, "dhis_celery_redis_user")
+    old_values = scenario_secrets(one_host)
+    user = setting(one_host, "dhis_celery_redis_user")
     try:
         rotated = play(name, new, "-vvv", "--diff")
         output = rotated.stdout + rotated.stderr
@@ -44,8 +44,8 @@ def test_rotated_secrets_never_show_at_vvv_and_take_effect(first_host: Any) -> N
         assert re.search(r"^changed: \[", task, re.M), task
         for value in new_values + old_values:
             assert value not in output
-        assert redis(first_host, 6379, "PING", user=user, password=new["dhis_celery_redis_password"]) == "PONG"
-        refused = redis(first_host, 6379, "PING", user=user, password=old_values[0])
+        assert redis(one_host, 6379, "PING", user=user, password=new["dhis_celery_redis_password"]) == "PONG"
+        refused = redis(one_host, 6379, "PING", user=user, password=old_values[0])
         assert refused != "PONG" and "AUTH" in refused, refused
     finally:
         restored = play(name, {}, "-vvv")

@@ -20,12 +20,12 @@ BROKER, CACHE = 6379, 6380
 
 
 @pytest.fixture
-def stopped_worker(first_host: Any) -> Iterator[Any]:
-    run(first_host, "systemctl stop celery-worker@default")
+def stopped_worker(one_host: Any) -> Iterator[Any]:
+    run(one_host, "systemctl stop celery-worker@default")
     try:
-        yield first_host
+        yield one_host
     finally:
-        run(first_host, "systemctl start celery-worker@default")
+        run(one_host, "systemctl start celery-worker@default")
 
 
 def test_filling_the_cache_past_its_cap_evicts_cache_keys_and_spares_the_broker(stopped_worker: Any) -> None:
@@ -71,11 +71,11 @@ def test_the_queue_and_both_instances_survive_a_host_restart(stopped_worker: Any
     assert wait_for(lambda: completed(host, 9002)[0] == 30, timeout=60)
 
 
-def test_transactions_in_the_append_only_file_survive_a_broker_restart(first_host: Any) -> None:
+def test_transactions_in_the_append_only_file_survive_a_broker_restart(one_host: Any) -> None:
     """kombu writes its unacknowledged-message index, its acks and its restores in MULTI/EXEC
     blocks. Redis replays them from the AOF as the default user and re-checks ACLs at EXEC: with a
     default user stripped of permissions it dropped every one on a restart (NOPERM in the log)."""
-    host, tag = first_host, f"tx-{time.time_ns()}"
+    host, tag = one_host, f"tx-{time.time_ns()}"
     user, password = setting(host, "dhis_celery_redis_user"), setting(host, "dhis_celery_redis_password")
     block = f"MULTI\nZADD {tag}:index 1 {tag}\nHSET {tag}:unacked {tag} message\nEXEC\n"
     replies = run(
@@ -126,8 +126,8 @@ def unit_times(host: Any, unit: str) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("=", 1) for line in out.split())}
 
 
-def test_instances_restart_one_at_a_time_and_an_undeclared_one_stops(first_host: Any) -> None:
-    host = first_host
+def test_instances_restart_one_at_a_time_and_an_undeclared_one_stops(one_host: Any) -> None:
+    host = one_host
     name = host.backend.get_hostname()
     two = [*setting(host, "dhis_celery_workers"), {"name": "spare", "queues": ["spare"], "concurrency": 1}]
     units = [f"celery-worker@{w['name']}" for w in two]
