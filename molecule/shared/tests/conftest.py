@@ -1,19 +1,40 @@
-"""Loads the shared testinfra helpers and the hook that prints the journal on failure, and gives
-each host its own pytest-xdist group: with `--dist loadgroup` (molecule.yml) a host's tests run
-in order on one worker, and the hosts' at the same time."""
+"""Loads the shared testinfra helpers and the hook that prints the journal on failure, and
+schedules pytest-xdist by host: with `-n 2` (molecule.yml) each worker takes one host's tests
+and runs them in order, and the two hosts' at the same time."""
 
+from __future__ import annotations
+
+import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
-import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
+from xdist.scheduler import LoadScopeScheduling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/lib"))
 
 from dhis_testlib import one_host, pytest_runtest_makereport  # noqa: F401
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        params = getattr(item, "callspec", None) and item.callspec.params
-        if params and "_testinfra_host" in params:
-            item.add_marker(pytest.mark.xdist_group(params["_testinfra_host"]))
+class ByHost(LoadScopeScheduling):
+    """One scope per host, read from the test's id (testinfra's `ansible://NAME` parameter)."""
+
+    def __init__(self, config: Any, log: Any = None) -> None:
+        super().__init__(config, log)
+        hosts = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+        # Longest first: a name that extends another must not be taken for it.
+        self.hosts = sorted(hosts, key=len, reverse=True)
+
+    def _split_scope(self, nodeid: str) -> str:
+        for name in self.hosts:
+            if re.search(rf"\[ansible://{re.escape(name)}[-\]]", nodeid):
+                return name
+        return nodeid
+
+
+# xdist's own `loadgroup` cannot do it: it renames test ids through an attribute that pytest 9
+# no longer reads, so every test would land on any worker.
+def pytest_xdist_make_scheduler(config: Any, log: Any) -> ByHost:
+    return ByHost(config, log)
