@@ -12,13 +12,23 @@ from dhis_testlib import play
 STARTS = "systemctl show -p Id -p ActiveEnterTimestampMonotonic 'celery*' 'redis-server*'"
 
 
+def starts(host: Any) -> dict[str, str]:
+    """When each Celery and Redis unit last entered `active`, by unit."""
+    lines = host.run(STARTS).stdout.split()
+    return {
+        unit.removeprefix("Id="): when.removeprefix("ActiveEnterTimestampMonotonic=")
+        for unit, when in zip(lines[::2], lines[1::2], strict=True)
+    }
+
+
 def test_site_in_check_mode_reports_no_change_on_a_converged_host(host: Any) -> None:
     name = host.backend.get_hostname()
-    before = host.run(STARTS).stdout
+    before = starts(host)
     result = play(name, {}, "--check", "--diff")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     recap = re.search(rf"^{re.escape(name)}\s*:\s*ok=\d+\s+changed=(\d+)", result.stdout, re.M)
     assert recap, result.stdout[-3000:]
     changed = re.findall(r"^changed: \[.*$", result.stdout, re.M)
     assert recap.group(1) == "0", changed
-    assert host.run(STARTS).stdout == before
+    after = starts(host)
+    assert after == before, {unit: (before.get(unit), when) for unit, when in after.items() if before.get(unit) != when}
