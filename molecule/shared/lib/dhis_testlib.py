@@ -6,6 +6,7 @@ systemctl, celery through the role's own command. On failure the Celery journal 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testinfra.utils.ansible_runner import AnsibleRunner
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE_DEFAULTS = ROOT / "roles/dhis_celery/defaults/main.yml"
@@ -178,10 +180,16 @@ SECOND_HOST_SUITES = frozenset(
 )
 
 
+@functools.cache
+def scenario_hosts() -> tuple[str, ...]:
+    """The scenario's hosts by name, sorted, from Molecule's inventory (each once: testinfra's
+    groups.all variable lists each twice)."""
+    return tuple(sorted(AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")))
+
+
 def only_its_host(host: Any, suite: str) -> Any:
     """The host if `suite` (a test module's name) runs its costly checks on it; else a skip."""
-    # A set: testinfra's reading of Molecule's inventory lists each host twice in groups.all.
-    hosts = sorted(set(host.ansible.get_variables()["groups"]["all"]))
+    hosts = scenario_hosts()
     chosen = hosts[1 if suite in SECOND_HOST_SUITES and len(hosts) > 1 else 0]
     if host.backend.get_hostname() != chosen:
         pytest.skip(f"checked on {chosen} only")

@@ -4,18 +4,16 @@ and runs them in order, and the two hosts' at the same time."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from testinfra.utils.ansible_runner import AnsibleRunner
 from xdist.scheduler import LoadScopeScheduling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/lib"))
 
-from dhis_testlib import one_host, pytest_runtest_makereport  # noqa: F401
+from dhis_testlib import one_host, pytest_runtest_makereport, scenario_hosts  # noqa: F401
 
 
 class ByHost(LoadScopeScheduling):
@@ -23,9 +21,8 @@ class ByHost(LoadScopeScheduling):
 
     def __init__(self, config: Any, log: Any = None) -> None:
         super().__init__(config, log)
-        hosts = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
         # Longest first: a name that extends another must not be taken for it.
-        self.hosts = sorted(hosts, key=len, reverse=True)
+        self.hosts = sorted(scenario_hosts(), key=len, reverse=True)
 
     def _split_scope(self, nodeid: str) -> str:
         for name in self.hosts:

@@ -31,4 +31,8 @@ def test_site_in_check_mode_reports_no_change_on_a_converged_host(host: Any) -> 
     changed = re.findall(r"^changed: \[.*$", result.stdout, re.M)
     assert recap.group(1) == "0", changed
     after = starts(host)
-    assert after == before, {unit: (before.get(unit), when) for unit, when in after.items() if before.get(unit) != when}
+    assert after == before, {
+        unit: (before.get(unit), after.get(unit))
+        for unit in before.keys() | after.keys()
+        if before.get(unit) != after.get(unit)
+    }
