@@ -102,6 +102,20 @@ def test_flower_of_each_project_takes_a_non_ascii_password(host: Any) -> None:
         assert host.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/").stdout == "401"
 
 
+def test_task_events_reach_flower_only_where_they_are_on(host: Any) -> None:
+    """plain-celery sends task events (the default with Flower): its Flower knows its periodic
+    ticks. shop-celery turns them off: its Flower still sees the worker alive (heartbeats) but no
+    task, and has not switched events back on, although its tick runs every 2 s."""
+    auth = shlex.quote("ops:shapes flower pässwörd 😀")
+
+    def flower(port: int, path: str) -> str:
+        return host.run(f"curl -s --max-time 10 -u {auth} http://127.0.0.1:{port}/{path}").stdout
+
+    assert wait_for(lambda: json.loads(flower(5555, "api/tasks?limit=5") or "{}"), timeout=20)
+    assert wait_for(lambda: re.search(r"^flower_worker_online\{[^}]*main@[^}]*\} 1\.0$", flower(5556, "metrics"), re.M))
+    assert json.loads(flower(5556, "api/tasks?limit=5")) == {}
+
+
 FINGERPRINT = (
     "{ find /etc/plain-celery -path /etc/plain-celery/python.new -prune -o -type f -print0 | sort -z"
     " | xargs -0 sha256sum;"
