@@ -5,8 +5,8 @@ Two systemd containers from the local Debian 12 image get the example project in
 guide's steps (scripts/bench/guide.sh) on the second; a no-change re-run of site.yml; on the
 role's host, end-to-end throughput (tasks sent from Django, all results awaited) of a worker
 started by hand as the guide starts it, of the role's default worker and of the tuned `sync`
-worker layouts; the health check's round trip. Prints a markdown table and rewrites the
-measured part of docs/PERFORMANCE.md and docs/performance.png.
+worker layouts; the health check's round trip; then the cluster section (scripts/bench/cluster.py).
+Prints a markdown table and rewrites the measured part of docs/PERFORMANCE.md and docs/performance.png.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "dhis-celery/debian:bookworm"
@@ -74,6 +76,9 @@ class Results:
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
+    cluster: dict[str, float] = field(default_factory=dict)  # scripts/bench/cluster.py
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # role / guide, per paired round
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU ms per no-op task
 
 
 def sh(*cmd: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -165,22 +170,94 @@ def measure_workers(results: Results, label: str, queue: str, concurrency: int, 
     results.throughput[label] = {"noop": median(sizes.noop, 0.0), "io": median(sizes.io, 0.1)}
 
 
-def guide_worker(results: Results, sizes: Sizes, n_calls: int) -> None:
-    """`celery -A dhis_sync worker --loglevel=info` by hand on the role's host, its units stopped."""
-    sh("docker", "exec", ROLE_HOST, "systemctl", "stop", "celery-worker@*")
-    pidfile = "/tmp/bench-guide-worker.pid"
-    # Its log goes to a file, as it would to a terminal (or to --logfile in the guide's units).
-    worker = f"exec dhis-celery celery worker --loglevel=info --pidfile={pidfile} >/tmp/bench-guide-worker.log 2>&1"
-    sh("docker", "exec", "-d", ROLE_HOST, "sh", "-c", worker)
-    # A ping broadcast before the worker listens is lost: ask again until it answers.
+GUIDE, DEFAULT = "guide's worker (hand-started, defaults)", "role default: prefork x2"
+HAND_PIDFILE = "/tmp/bench-guide-worker.pid"
+# CPU time of the host's processes, summed by what they are (a process's cmdline, first match).
+GROUPS = (
+    ("worker", " worker "),
+    ("Flower", " flower "),
+    ("Beat", " beat "),
+    ("Redis", "redis-server"),
+    ("journald", "systemd-journald"),
+)
+SNAPSHOT = r"""for p in /proc/[0-9]*; do
+  s=$(cat $p/stat 2>/dev/null) && c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null) &&
+  echo "${p#/proc/} $(echo "$s" | sed 's/.*) //' | cut -d' ' -f12,13) $c"
+done"""
+
+
+def cpu_ticks() -> dict[str, int]:
+    """utime + stime (clock ticks) of every process on the role's host, by pid and group."""
+    ticks: dict[str, int] = {}
+    for line in sh("docker", "exec", ROLE_HOST, "sh", "-c", SNAPSHOT).splitlines():
+        pid, utime, stime, *cmd = [*line.split(" "), "", ""]
+        if not (utime.isdigit() and stime.isdigit()):
+            continue  # a process that ended while it was read
+        group = next((name for name, mark in GROUPS if mark in f" {' '.join(cmd)} "), "other")
+        ticks[f"{group}:{pid}"] = int(utime) + int(stime)
+    return ticks
+
+
+def profiled_noop(queue: str, n: int) -> tuple[float, dict[str, float]]:
+    """One no-op throughput run and the CPU its host's processes spent per task (ms), by group.
+    The sending client exits before the second reading: its share is not in the profile."""
+    hz = int(sh("docker", "exec", ROLE_HOST, "getconf", "CLK_TCK").strip())
+    before = cpu_ticks()
+    rate = load("throughput", queue, n)["per_second"]
+    after = cpu_ticks()
+    profile: dict[str, float] = {}
+    for key, value in after.items():
+        group = key.split(":", 1)[0]
+        profile[group] = profile.get(group, 0.0) + (value - before.get(key, 0)) * 1000 / hz / (n + 20)
+    return rate, profile
+
+
+def hand_worker(start: bool) -> None:
+    """`celery -A dhis_sync worker --loglevel=info` by hand on the role's host, the role's worker
+    units stopped while it runs; its log goes to a file, as it would to a terminal."""
+    if start:
+        sh("docker", "exec", ROLE_HOST, "systemctl", "stop", "celery-worker@*")
+        worker = (
+            f"exec dhis-celery celery worker --loglevel=info --pidfile={HAND_PIDFILE} >/tmp/bench-guide-worker.log 2>&1"
+        )
+        sh("docker", "exec", "-d", ROLE_HOST, "sh", "-c", worker)
+    else:
+        stop = f"kill -TERM $(cat {HAND_PIDFILE}); while [ -e {HAND_PIDFILE} ]; do sleep 0.5; done"
+        sh("docker", "exec", ROLE_HOST, "sh", "-c", stop)
+        sh("docker", "exec", ROLE_HOST, "systemctl", "reset-failed")
+        sh("docker", "exec", ROLE_HOST, "systemctl", "start", "celery.target")
+    # A ping broadcast before a worker listens is lost: ask again until one answers.
     ping = "for i in $(seq 30); do dhis-celery celery inspect ping --timeout 2 >/dev/null 2>&1 && exit 0; done; exit 1"
     sh("docker", "exec", ROLE_HOST, "sh", "-c", ping)
+
+
+def paired(results: Results, sizes: Sizes, n_calls: int) -> None:
+    """The guide's worker and the role's default worker in turns, one run each per round: a drift
+    of the machine's speed weighs on both alike, and each round gives its own ratio."""
     cpus = int(sh("docker", "exec", ROLE_HOST, "nproc").strip())
-    measure_workers(results, "guide's worker (hand-started, defaults)", "celery", cpus, sizes)
-    results.round_trip["guide's worker"] = load("round_trip", "celery", n_calls)
-    stop = f"kill -TERM $(cat {pidfile}); while [ -e {pidfile} ]; do sleep 0.5; done"
-    sh("docker", "exec", ROLE_HOST, "sh", "-c", stop)
-    sh("docker", "exec", ROLE_HOST, "systemctl", "start", "celery.target")
+    runs: dict[str, dict[str, list[float]]] = {GUIDE: {"noop": [], "io": []}, DEFAULT: {"noop": [], "io": []}}
+    for turn in range(sizes.runs):
+        for label, queue in ((GUIDE, "celery"), (DEFAULT, "sync")):
+            if label == GUIDE:
+                hand_worker(start=True)
+            settle()
+            log(f"throughput, round {turn + 1} of {sizes.runs}: {label}")
+            rate, profile = profiled_noop(queue, sizes.noop)
+            runs[label]["noop"].append(rate)
+            results.profile[label] = profile
+            runs[label]["io"].append(load("throughput", queue, sizes.io, 0.1)["per_second"])
+            if turn == sizes.runs - 1:
+                results.round_trip["guide's worker" if label == GUIDE else "role"] = load(
+                    "round_trip", "celery", n_calls
+                )
+            if label == GUIDE:
+                hand_worker(start=False)
+    for label, concurrency in ((GUIDE, cpus), (DEFAULT, 2)):
+        results.concurrency[label] = concurrency
+        results.throughput[label] = {kind: statistics.median(values) for kind, values in runs[label].items()}
+    results.rounds = {
+        kind: [r / g for g, r in zip(runs[GUIDE][kind], runs[DEFAULT][kind], strict=True)] for kind in ("noop", "io")
+    }
 
 
 def settle(limit: float = 90.0) -> None:
@@ -257,7 +334,7 @@ INVENTORIES_LAYOUT = "sync: threads x16 (inventories' layout)"
 def targets(results: Results) -> list[tuple[str, str, str, bool]]:
     """(target, measured, the bar, met) for each target the results can answer."""
     c, t = results.converge, results.throughput
-    guide = t.get("guide's worker (hand-started, defaults)", {})
+    guide = t.get(GUIDE, {})
     rows = []
     if "floor" in c:
         ratio = c["rerun"] / c["floor"]
@@ -278,10 +355,23 @@ def targets(results: Results) -> list[tuple[str, str, str, bool]]:
             ratio <= 0.8,
         )
     )
-    default = t.get("role default: prefork x2", {})
-    if guide and default:
-        ratio = default["noop"] / guide["noop"]
+    if results.rounds:
+        ratio = statistics.median(results.rounds["noop"])
+        spread = ", ".join(f"{r:.2f}" for r in results.rounds["noop"])
+        rows.append(
+            (
+                "No-op tasks/s, role default / guide's worker (median of the paired rounds)",
+                f"{ratio:.2f} (rounds: {spread})",
+                "≥ 1.0",
+                ratio >= 1.0,
+            )
+        )
+    elif guide and DEFAULT in t:
+        ratio = t[DEFAULT]["noop"] / guide["noop"]
         rows.append(("No-op tasks/s, role default / guide's worker", f"{ratio:.2f}", "≥ 1.0", ratio >= 1.0))
+    if results.cluster:
+        ratio = results.cluster["noop_5"] / results.cluster["noop_1"]
+        rows.append(("No-change run, 5 hosts / 1 host (cluster scenario)", f"{ratio:.2f}", "≤ 1.5", ratio <= 1.5))
     if INVENTORIES_LAYOUT in t:
         share = t[INVENTORIES_LAYOUT]["io"] / (results.concurrency[INVENTORIES_LAYOUT] / 0.1)
         rows.append(
@@ -331,6 +421,14 @@ def table(results: Results, runs: int) -> str:
             f"| 100 ms I/O tasks/s, {label} (bound {bound:.0f}/s: {values['io'] / bound:.0%}) "
             f"| {guide['io']:.1f} | {values['io']:.1f} | {values['io'] / guide['io']:.2f} |"
         )
+    if results.cluster:
+        k = results.cluster
+        rows.append(
+            f"| No-change run of site.yml on 1 / 3 / 5 hosts of the cluster scenario, median of {runs} (s) "
+            f"| | {k['noop_1']:.1f} / {k['noop_3']:.1f} / {k['noop_5']:.1f} | |"
+        )
+        rows.append(f"| Run on the 5 hosts that changes a worker setting (s) | | {k['changed_5']:.1f} | |")
+        rows.append(f"| The run that changes it back (s) | | {k['restore_5']:.1f} | |")
     g, r = results.round_trip["guide's worker"], results.round_trip["role"]
     for key, name in (("p50_ms", "p50"), ("p95_ms", "p95")):
         rows.append(f"| Health-check round trip {name} (ms) | {g[key]:.1f} | {r[key]:.1f} | {r[key] / g[key]:.2f} |")
@@ -338,6 +436,17 @@ def table(results: Results, runs: int) -> str:
         f"\nThe guide's hand-started worker runs prefork with {results.concurrency[guide_label]} processes "
         "(Celery's default: one per core)."
     )
+    if results.profile:
+        groups = [name for name, _ in GROUPS] + ["other"]
+        rows += [
+            "\nWhere a no-op task's CPU goes on the host (ms per task, from /proc during the last paired round's "
+            "no-op run; the sending client is not counted):\n",
+            "| Worker | " + " | ".join(groups) + " | total |",
+            "|---" * (len(groups) + 2) + "|",
+        ]
+        for label, profile in results.profile.items():
+            cells = " | ".join(f"{profile.get(group, 0.0):.2f}" for group in groups)
+            rows.append(f"| {label} | {cells} | {sum(profile.values()):.2f} |")
     return "\n".join(rows)
 
 
@@ -420,7 +529,8 @@ def main() -> None:
     parser.add_argument("--io-tasks", type=int, default=400)
     parser.add_argument("--runs", type=int, default=3, help="re-runs and throughput runs per figure (median kept)")
     parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
-    parser.add_argument("--keep", action="store_true", help="leave the two containers running")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the cluster section (five more containers)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
@@ -450,13 +560,16 @@ def main() -> None:
         floor(results, directory, hosts, args.runs)
 
         sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
-        guide_worker(results, sizes, args.calls)
-        measure_workers(results, "role default: prefork x2", "sync", 2, sizes)
-        results.round_trip["role"] = load("round_trip", "celery", args.calls)
+        paired(results, sizes, args.calls)
         for label, workers in TUNED.items():
             playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, workers))
             measure_workers(results, label, "sync", workers[-1]["concurrency"], sizes)
         playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, DEFAULT_WORKERS))
+    if not args.keep:  # before the cluster's five containers start
+        for name in (ROLE_HOST, GUIDE_HOST):
+            sh("docker", "rm", "-f", name, check=False)
+    if not args.no_cluster:
+        results.cluster = cluster.measure(args.runs, settle, log, args.keep)
 
     markdown = table(results, args.runs)
     print(markdown)
@@ -464,9 +577,6 @@ def main() -> None:
         given = shlex.join(sys.argv[1:])
         save(results, args.runs, f'make bench BENCH_ARGS="{given}"' if given else "make bench")
         write_report()
-    if not args.keep:
-        for name in (ROLE_HOST, GUIDE_HOST):
-            sh("docker", "rm", "-f", name, check=False)
 
 
 if __name__ == "__main__":

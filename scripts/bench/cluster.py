@@ -1,0 +1,79 @@
+"""make bench, cluster section: what a run of playbooks/site.yml costs as hosts are added.
+
+The five hosts are the `cluster` Molecule scenario's (a broker, the web host with the shared
+database, two worker hosts, Beat and Flower), created, prepared and converged by Molecule
+(not timed), in an ephemeral directory of this run. Then, through the repository's ansible.cfg
+as an operator runs it: the no-change run limited to 1, 3 and all 5 hosts (`--limit`, the median
+of `runs` each, every run on a settled machine and checked to change nothing), and a run on all
+5 that changes a worker setting (every worker restarts, one host at a time behind the health
+gate), and the run that changes it back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = "cluster"
+# Growing sets of hosts: one worker host, then both worker hosts and the web host, then all.
+SUBSETS = {1: ["dhis-cl-sync"], 3: ["dhis-cl-sync", "dhis-cl-monitor", "dhis-cl-web"], 5: []}
+CHANGED = '{"dhis_celery_settings": {"worker_max_tasks_per_child": 400}}'
+
+
+def run(cmd: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def changed(out: str) -> dict[str, int]:
+    """changed= of each host in the play recap."""
+    return {host: int(n) for host, n in re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", out, re.M)}
+
+
+def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], keep: bool) -> dict[str, float]:
+    """Seconds of each timed run: `noop_1`, `noop_3`, `noop_5` (medians), `changed_5`, `restore_5`."""
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as ephemeral:
+        env = {**os.environ, "MOLECULE_EPHEMERAL_DIRECTORY": ephemeral, "ANSIBLE_NOCOLOR": "1"}
+        inventory = str(Path(ephemeral) / "inventory/ansible_inventory.yml")
+        try:
+            log("cluster: molecule create, prepare, converge -s cluster (not timed)")
+            for action in ("create", "prepare", "converge"):
+                run(["molecule", action, "-s", SCENARIO], env)
+
+            def timed(*args: str) -> tuple[float, str]:
+                settle()
+                start = time.perf_counter()
+                out = run(["ansible-playbook", "-i", inventory, "playbooks/site.yml", *args], env)
+                return time.perf_counter() - start, out
+
+            for size, hosts in SUBSETS.items():
+                log(f"cluster: no-change run on {size} host(s) x{runs}")
+                limit = ["--limit", ",".join(hosts)] if hosts else []
+                times = []
+                for _ in range(runs):
+                    seconds, out = timed(*limit)
+                    counts = changed(out)
+                    if any(counts.values()) or (hosts and sorted(counts) != sorted(hosts)):
+                        sys.exit(f"bench: not a no-change run on {hosts or 'all'}: {counts}\n{out[-3000:]}")
+                    times.append(seconds)
+                results[f"noop_{size}"] = statistics.median(times)
+            for key, extra in (("changed_5", ["-e", CHANGED]), ("restore_5", [])):
+                log(f"cluster: {key.replace('_5', '')} run on 5 hosts")
+                results[key], out = timed(*extra)
+                if not changed(out).get("dhis-cl-sync"):
+                    sys.exit(f"bench: the {key} run changed nothing on dhis-cl-sync\n{out[-3000:]}")
+        finally:
+            if not keep:
+                subprocess.run(["molecule", "destroy", "-s", SCENARIO], capture_output=True, env=env, cwd=ROOT)
+    return results
