@@ -31,16 +31,21 @@ IMAGE = "dhis-celery/debian:bookworm"
 ROLE_HOST, GUIDE_HOST = "dhis-bench-role", "dhis-bench-guide"
 CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 TASKS = "dhis_app.services.auto_sync.celery_tasks"
-# The role's default worker, and the layouts tried for the I/O-bound sync queue.
+# The role's default worker, and the variants tried: its log level, its task events (Flower's
+# feed), and the layouts for the I/O-bound sync queue. Each is a set of extra variables.
 DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
-TUNED = {
+TUNED: dict[str, dict] = {
     # The default worker without its per-task log lines in the journal (what they cost).
-    "role default, loglevel: warning": [{**DEFAULT_WORKERS[0], "loglevel": "warning"}],
+    "role default, loglevel: warning": {"dhis_celery_workers": [{**DEFAULT_WORKERS[0], "loglevel": "warning"}]},
+    # No task events: nothing for the workers to publish, nothing for Flower to digest (what they cost).
+    "role default, task events off": {"dhis_celery_workers": DEFAULT_WORKERS, "dhis_celery_task_events": False},
 } | {
-    f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): [
-        {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
-        {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
-    ]
+    f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): {
+        "dhis_celery_workers": [
+            {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
+            {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
+        ]
+    }
     for pool, concurrency in (("prefork", 8), ("threads", 16), ("threads", 32))
 }
 
@@ -146,9 +151,11 @@ def load(kind: str, queue: str, n: int, seconds: float = 0.0) -> dict[str, float
     return json.loads(out.strip().splitlines()[-1])
 
 
-def workers_vars(directory: Path, workers: list[dict]) -> str:
-    path = directory / f"workers-{len(list(directory.iterdir()))}.json"
-    path.write_text(json.dumps({"dhis_celery_workers": [{"loglevel": "info", **w} for w in workers]}))
+def extra_vars(directory: Path, variables: dict) -> str:
+    """`-e @FILE` for these variables; each worker's loglevel is info unless it says otherwise."""
+    path = directory / f"vars-{len(list(directory.iterdir()))}.json"
+    workers = [{"loglevel": "info", **w} for w in variables["dhis_celery_workers"]]
+    path.write_text(json.dumps({**variables, "dhis_celery_workers": workers}))
     return f"@{path}"
 
 
@@ -163,11 +170,13 @@ def measure_workers(results: Results, label: str, queue: str, concurrency: int, 
     settle()
     log(f"throughput: {label}")
 
-    def median(n: int, seconds: float) -> float:
-        return statistics.median(load("throughput", queue, n, seconds)["per_second"] for _ in range(sizes.runs))
-
+    noop = []
+    for _ in range(sizes.runs):
+        rate, results.profile[label] = profiled_noop(queue, sizes.noop)
+        noop.append(rate)
+    io = [load("throughput", queue, sizes.io, 0.1)["per_second"] for _ in range(sizes.runs)]
     results.concurrency[label] = concurrency
-    results.throughput[label] = {"noop": median(sizes.noop, 0.0), "io": median(sizes.io, 0.1)}
+    results.throughput[label] = {"noop": statistics.median(noop), "io": statistics.median(io)}
 
 
 GUIDE, DEFAULT = "guide's worker (hand-started, defaults)", "role default: prefork x2"
@@ -424,7 +433,8 @@ def table(results: Results, runs: int) -> str:
     if results.cluster:
         k = results.cluster
         rows.append(
-            f"| No-change run of site.yml on 1 / 3 / 5 hosts of the cluster scenario, median of {runs} (s) "
+            "| No-change run of site.yml on 1 / 3 / 5 hosts of the cluster scenario, "
+            f"median of {k.get('runs', 1):.0f} (s) "
             f"| | {k['noop_1']:.1f} / {k['noop_3']:.1f} / {k['noop_5']:.1f} | |"
         )
         rows.append(f"| Run on the 5 hosts that changes a worker setting (s) | | {k['changed_5']:.1f} | |")
@@ -439,8 +449,8 @@ def table(results: Results, runs: int) -> str:
     if results.profile:
         groups = [name for name, _ in GROUPS] + ["other"]
         rows += [
-            "\nWhere a no-op task's CPU goes on the host (ms per task, from /proc during the last paired round's "
-            "no-op run; the sending client is not counted):\n",
+            "\nWhere a no-op task's CPU goes on the host (ms per task, from /proc during each worker's last no-op "
+            "run; the sending client is not counted):\n",
             "| Worker | " + " | ".join(groups) + " | total |",
             "|---" * (len(groups) + 2) + "|",
         ]
@@ -531,6 +541,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="health-check round trips")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--no-cluster", action="store_true", help="skip the cluster section (five more containers)")
+    parser.add_argument("--cluster-runs", type=int, default=1, help="no-change runs per cluster size (median kept)")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
@@ -561,15 +572,15 @@ def main() -> None:
 
         sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
         paired(results, sizes, args.calls)
-        for label, workers in TUNED.items():
-            playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, workers))
-            measure_workers(results, label, "sync", workers[-1]["concurrency"], sizes)
-        playbook(hosts, "playbooks/site.yml", "-e", workers_vars(directory, DEFAULT_WORKERS))
+        for label, variables in TUNED.items():
+            playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, variables))
+            measure_workers(results, label, "sync", variables["dhis_celery_workers"][-1]["concurrency"], sizes)
+        playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, {"dhis_celery_workers": DEFAULT_WORKERS}))
     if not args.keep:  # before the cluster's five containers start
         for name in (ROLE_HOST, GUIDE_HOST):
             sh("docker", "rm", "-f", name, check=False)
     if not args.no_cluster:
-        results.cluster = cluster.measure(args.runs, settle, log, args.keep)
+        results.cluster = cluster.measure(args.cluster_runs, settle, log, args.keep)
 
     markdown = table(results, args.runs)
     print(markdown)

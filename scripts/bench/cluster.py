@@ -41,8 +41,8 @@ def changed(out: str) -> dict[str, int]:
 
 
 def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], keep: bool) -> dict[str, float]:
-    """Seconds of each timed run: `noop_1`, `noop_3`, `noop_5` (medians), `changed_5`, `restore_5`."""
-    results: dict[str, float] = {}
+    """Seconds of each timed run: `noop_1`, `noop_3`, `noop_5` (medians of `runs`), `changed_5`, `restore_5`."""
+    results: dict[str, float] = {"runs": runs}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as ephemeral:
         env = {**os.environ, "MOLECULE_EPHEMERAL_DIRECTORY": ephemeral, "ANSIBLE_NOCOLOR": "1"}
         inventory = str(Path(ephemeral) / "inventory/ansible_inventory.yml")
