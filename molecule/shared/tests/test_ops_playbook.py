@@ -33,7 +33,7 @@ def test_purge_empties_a_queue(one_host: Any) -> None:
         run(one_host, "systemctl start celery-worker@default")
 
 
-def test_revoke_stops_a_waiting_task(one_host: Any) -> None:
+def test_revoke_stops_a_waiting_task_even_across_a_worker_restart(one_host: Any) -> None:
     # Two 12 s tasks occupy both worker processes (prefetch 1), so the target waits in Redis.
     send_batch(one_host, 9105, 2, work_seconds=12)
     task_id = str(uuid.uuid4())
@@ -48,6 +48,9 @@ celery_trigger_auto_sync.apply_async((9102,), task_id={task_id!r})
     )
     assert queued(one_host, "sync") >= 1
     ops(one_host, dhis_celery_ops_action="revoke", dhis_celery_ops_task_id=task_id)
+    # The revoke outlives a restart of the workers (their --statedb) while the target still waits:
+    # the warm shutdown lets the two running tasks finish, the new processes skip the target.
+    run(one_host, "systemctl restart 'celery-worker@*'")
     assert wait_for(lambda: completed(one_host, 9105)[0] == 2, timeout=40)
     send_batch(one_host, 9103, 3)
     assert wait_for(lambda: completed(one_host, 9103)[0] == 3, timeout=30)
