@@ -29,24 +29,25 @@ def test_inventory_graph(env: str) -> None:
     assert "@dhis_celery:" in result.stdout
 
 
-def test_production_rolls_out_broker_then_beat_then_one_host_at_a_time() -> None:
+def test_production_checks_every_host_then_rolls_out_in_one_play() -> None:
     result = ansible("ansible-playbook", "-i", "inventories/production", "playbooks/site.yml", "--list-hosts")
     assert result.returncode == 0, result.stderr
     hosts = [play.split("):\n", 1)[1].split() for play in result.stdout.split("play #")[1:]]
-    assert hosts[0] and len(hosts[0]) == 6  # every host is checked first
-    assert hosts[1] == ["dhis-prd-redis-01.example.org"]
-    assert hosts[2] == ["dhis-prd-ops-01.example.org"]
-    assert sorted(hosts[3]) == sorted(
-        [
-            "dhis-prd-worker-sync-01.example.org",
-            "dhis-prd-worker-monitor-01.example.org",
-            "dhis-prd-web-01.example.org",
-            "dhis-prd-web-02.example.org",
-        ]
-    )
-    # The last play applies to all its hosts at once and restarts them one at a time.
-    rolling = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())[3]
+    everyone = [
+        "dhis-prd-redis-01.example.org",
+        "dhis-prd-ops-01.example.org",
+        "dhis-prd-worker-sync-01.example.org",
+        "dhis-prd-worker-monitor-01.example.org",
+        "dhis-prd-web-01.example.org",
+        "dhis-prd-web-02.example.org",
+    ]
+    # Every host is checked first, then one play applies the role to all of them at once.
+    assert [sorted(play) for play in hosts] == [sorted(everyone)] * 2
+    # Lock-step, so Redis and the migrations come before any host's services; the restarts go
+    # one host at a time and the first failure stops the rollout.
+    rolling = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())[1]
     assert "serial" not in rolling and rolling["max_fail_percentage"] == 0 and rolling["force_handlers"] is True
+    assert "strategy" not in rolling
     assert rolling["roles"] == [{"role": "dhis_celery", "dhis_celery_rolling_restart": True}]
 
 
