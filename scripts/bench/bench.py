@@ -434,7 +434,9 @@ def table(results: Results, runs: int) -> str:
         k = results.cluster
         rows.append(
             "| No-change run of site.yml on 1 / 3 / 5 hosts of the cluster scenario, "
-            f"median of {k.get('runs', 1):.0f} (s) "
+            f"median of {k.get('runs', 1):.0f}"
+            + (f", measured {k['measured_at']} with `{k['command']}`" if "measured_at" in k else "")
+            + " (s) "
             f"| | {k['noop_1']:.1f} / {k['noop_3']:.1f} / {k['noop_5']:.1f} | |"
         )
         rows.append(f"| Run on the 5 hosts that changes a worker setting (s) | | {k['changed_5']:.1f} | |")
@@ -533,6 +535,20 @@ def summary(saved: dict) -> str:
     )
 
 
+def measure_cluster_alone(args: argparse.Namespace) -> None:
+    """The cluster section measured again into the saved results; the rest keeps its own run,
+    and the cluster's figures name the run they come from."""
+    saved = json.loads(SAVED.read_text())
+    figures: dict[str, object] = dict(cluster.measure(args.cluster_runs, settle, log, args.keep))
+    figures["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    figures["command"] = f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"'
+    print(json.dumps(figures, indent=2))
+    if not args.no_report:
+        saved["results"]["cluster"] = figures
+        SAVED.write_text(json.dumps(saved, indent=2) + "\n")
+        write_report()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-tasks", type=int, default=2000)
@@ -542,11 +558,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--no-cluster", action="store_true", help="skip the cluster section (five more containers)")
     parser.add_argument("--cluster-runs", type=int, default=1, help="no-change runs per cluster size (median kept)")
+    parser.add_argument(
+        "--only-cluster", action="store_true", help="measure the cluster section alone; keep the other saved figures"
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
     if args.from_saved:
         write_report()
+        return
+    if args.only_cluster:
+        measure_cluster_alone(args)
         return
     results = Results()
     with tempfile.TemporaryDirectory() as tmp:
