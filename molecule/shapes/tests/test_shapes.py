@@ -223,6 +223,76 @@ def test_an_ops_repository_converges_through_the_built_collection(host: Any, tmp
         started = restarted
 
 
+BEATS = ("celery-beat.service", "shop-beat.service", "wired-beat.service")
+QUEUES_HELPER = "/usr/local/lib/dhis-celery/dhis_celery_queues.py"
+
+
+def held(host: Any) -> dict:
+    """What the running broker holds, every database (the role's own counter, as its admin)."""
+    spec = {"host": "127.0.0.1", "port": 6379, "user": setting(host, "dhis_celery_redis_admin_user")}
+    command = f"python3 -I {QUEUES_HELPER} {shlex.quote(json.dumps({**spec, 'all_databases': True}))}"
+    result = host.run(f"printf '%s\\n' {shlex.quote(setting(host, 'dhis_celery_redis_admin_password'))} | {command}")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def switch(host: Any, flavor: str) -> None:
+    """The README's procedure: Beat stopped, queues drained, site.yml with the new flavour."""
+    host.run("systemctl stop " + " ".join(BEATS))
+    try:
+        assert wait_for(lambda: held(host)["total"] + held(host)["unacked"] == 0, timeout=60), held(host)
+        result = play(host.backend.get_hostname(), {**PLAYS["plain-celery"], "dhis_celery_redis_flavor": flavor})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    finally:
+        host.run("systemctl start " + " ".join(BEATS))
+    other = "redis" if flavor == "valkey" else "valkey"
+    for unit in (f"{flavor}-server.service", f"{flavor}-server@cache.service"):
+        assert host.service(unit).is_running and host.service(unit).is_enabled, unit
+    for unit in (f"{other}-server.service", f"{other}-server@cache.service"):
+        assert not host.service(unit).is_running and not host.service(unit).is_enabled, unit
+    assert f"{flavor}_version:" in admin_redis(host, 6379, "INFO", "server")
+    assert f"{flavor}_version:" in admin_redis(host, 6380, "INFO", "server")
+    # Every project's clients followed: the plain project's units were not even restarted.
+    for cli, app in SHAPES.items():
+        assert django(host, cli, f"from {app}.tasks import add\nprint(add.delay(2, 3).get(timeout=60))") == "5", cli
+
+
+def test_the_broker_and_the_cache_run_on_valkey(host: Any) -> None:
+    """The scenario's flavour: valkey-server holds the broker and the cache, redis-server is not
+    installed; the role's clients (redis-cli, the Python clients of every project) work with it."""
+    for unit in ("valkey-server.service", "valkey-server@cache.service"):
+        assert host.service(unit).is_running and host.service(unit).is_enabled, unit
+    assert not host.package("redis-server").is_installed
+    assert "valkey_version:" in admin_redis(host, 6379, "INFO", "server")
+    assert "valkey_version:" in admin_redis(host, 6380, "INFO", "server")
+
+
+def test_a_flavour_switch_waits_for_a_drained_broker_then_moves_every_project(host: Any) -> None:
+    """1. A task waits in another project's database (the wired worker stopped): the switch to
+    Redis, run with the plain project's variables, is refused before any change, naming
+    dhis_celery_redis_flavor. 2. Drained, the switch goes through: redis-server holds the broker
+    and the cache, valkey-server is stopped and disabled, every project's tasks run. 3. Back to
+    Valkey the same way."""
+    name = host.backend.get_hostname()
+    host.run("systemctl stop wired-worker@default.service")
+    try:
+        django(host, "wired-celery", "from orders.tasks import add\nadd.delay(1, 1)\nprint('sent')")
+        assert wait_for(lambda: held(host)["total"] > 0, timeout=10), held(host)
+        refused = play(name, {**PLAYS["plain-celery"], "dhis_celery_redis_flavor": "redis"})
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0, output[-3000:]
+        assert re.search(r"dhis_celery_redis_flavor: switching to redis .* holds [1-9]\d* waiting message", output), (
+            output[-3000:]
+        )
+        assert re.search(r"changed=0 ", output.split("PLAY RECAP")[-1]), output[-3000:]
+        assert not host.package("redis-server").is_installed
+        assert host.service("valkey-server.service").is_running
+    finally:
+        host.run("systemctl start wired-worker@default.service")
+    switch(host, "redis")
+    switch(host, "valkey")
+
+
 PTH = (
     "import os; exec(\"if os.getuid() == 0:\\n open('/var/tmp/dhis-pth-root', 'a').close()"
     "\\nelif os.access('/srv/plain', os.W_OK):\\n open('/srv/plain/.pth-ran', 'a').close()\")\n"

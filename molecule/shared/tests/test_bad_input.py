@@ -134,6 +134,9 @@ CASES: list[tuple[str, dict, str]] = [
     # name clients use (here loopback, where this host's clients reach its Redis).
     ("tls-without-ca", {"dhis_celery_redis_tls": True}, "dhis_celery_tls_ca_cert"),
     ("tls-cert-misses-a-name", ca_and_certificate("broker.invalid"), "dhis_celery_redis_tls_cert"),
+    # The suite's host is Debian 12, which packages no Valkey.
+    ("valkey-on-debian-12", {"dhis_celery_redis_flavor": "valkey"}, "dhis_celery_redis_flavor"),
+    ("flavor-unknown", {"dhis_celery_redis_flavor": "keydb"}, "dhis_celery_redis_flavor"),
     (
         "soft-shutdown-past-stop",
         {"dhis_celery_worker_soft_shutdown_timeout": 5000},

@@ -13,13 +13,15 @@ Two uses, both with the system Python in isolated mode (no Redis library needed)
     the password in the root-only file CONFIG names; writes a Prometheus textfile for
     node_exporter's textfile collector (atomically, 0644, no secret in it).
 SPEC/CONFIG: {"host", "port", "user", "db", "queues"; "tls_ca_file" when Redis speaks TLS; for
-verify "memory": true; for the timer "password_file", "textfile", "app"}.
+verify "memory": true; for the timer "password_file", "textfile", "app"}. With "all_databases":
+true (a flavour switch's guard, as the admin user) every database's lists are counted instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -73,6 +75,32 @@ def count(spec: dict, password: str) -> dict:
     return {"queues": queues, "total": sum(queues.values()), "unacked": int(redis("HLEN", "unacked")), "memory": memory}
 
 
+def held(spec: dict, password: str) -> dict:
+    """Every message the server holds, in every database: a flavour switch leaves them all
+    behind, whichever project's they are. kombu's queues are lists (other data the role puts in
+    Redis is not: results, cache values and Beat's fence are strings), its reserved messages the
+    hash `unacked` of each database. Needs a user that may read every key (the role's admin)."""
+    redis = Redis(spec["host"], int(spec["port"]), ca_file=spec.get("tls_ca_file") or "")
+    try:
+        redis("AUTH", spec["user"], password)
+    except RuntimeError:  # a server as Debian's package left it (no users) still gets counted
+        redis = Redis(spec["host"], int(spec["port"]), ca_file=spec.get("tls_ca_file") or "")
+    queues: dict[str, int] = {}
+    unacked = 0
+    for db in re.findall(r"^db(\d+):", str(redis("INFO", "keyspace")), re.M):
+        redis("SELECT", db)
+        cursor = "0"
+        while True:
+            cursor, keys = redis("SCAN", cursor, "COUNT", "1000", "TYPE", "list")
+            for key in keys:
+                queues[f"db{db}:{key}"] = int(redis("LLEN", key))
+            if cursor == "0":
+                break
+        unacked += int(redis("HLEN", "unacked"))
+    queues = {name: n for name, n in queues.items() if n}
+    return {"queues": queues, "total": sum(queues.values()), "unacked": unacked, "memory": None}
+
+
 def label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -120,7 +148,9 @@ def write_textfile(config: dict) -> int:
 def main(argv: list[str]) -> int:
     if argv[1].lstrip().startswith("{"):
         try:
-            print(json.dumps(count(json.loads(argv[1]), sys.stdin.readline().rstrip("\n"))))
+            spec = json.loads(argv[1])
+            counter = held if spec.get("all_databases") else count
+            print(json.dumps(counter(spec, sys.stdin.readline().rstrip("\n"))))
         except (OSError, RuntimeError, ValueError) as error:
             print(f"cannot read the broker: {error}", file=sys.stderr)
             return 1
