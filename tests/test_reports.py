@@ -56,3 +56,19 @@ def test_performance_md_and_the_readme_are_generated_from_performance_json() -> 
     assert bench.render(saved) in doc
     assert bench.summary(saved) in (ROOT / "README.md").read_text()
     assert "floor" in saved["results"]["converge"], "saved by a bench without Ansible's floor"
+
+
+def test_the_bench_reads_every_host_of_a_play_recap_and_nothing_else() -> None:
+    """The bench refuses a timed run that changed something: it must read each host's line."""
+    sys.path.insert(0, str(ROOT / "scripts/bench"))
+    import common
+
+    out = (
+        "TASK [x] ***\nok: [a]\n\nPLAY RECAP ***\n"
+        "a.example : ok=52   changed=0    unreachable=0    failed=0    skipped=41   rescued=0    ignored=0\n"
+        "b          : ok=48   changed=3    unreachable=0    failed=1    skipped=45   rescued=0    ignored=0\n"
+        "dhis_celery : Packages | Install -- 13.50s\n"
+    )
+    found = common.recaps(out)
+    assert sorted(found) == ["a.example", "b"]
+    assert found["b"]["changed"] == 3 and found["b"]["failed"] == 1 and found["a.example"]["skipped"] == 41

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cluster
+from common import recaps, sh
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "dhis-celery/debian:bookworm"
@@ -86,13 +86,6 @@ class Results:
     profile: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU ms per no-op task
 
 
-def sh(*cmd: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if check and done.returncode != 0:
-        sys.exit(f"bench: {shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 def log(message: str) -> None:
     print(f"== {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
@@ -141,9 +134,9 @@ def playbook(hosts: Path, name: str, *args: str, env: dict[str, str] | None = No
 
 
 def recap(out: str, host: str) -> dict[str, int]:
-    line = re.search(rf"^{re.escape(host)}\s*:(.*)$", out, re.M)
-    assert line, f"no recap line for {host}"
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line.group(1))}
+    counters = recaps(out).get(host)
+    assert counters, f"no recap line for {host}"
+    return counters
 
 
 def load(kind: str, queue: str, n: int, seconds: float = 0.0) -> dict[str, float]:

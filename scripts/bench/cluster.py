@@ -12,7 +12,6 @@ gate), and the run that changes it back.
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -21,23 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, recaps, sh
+
 SCENARIO = "cluster"
 # Growing sets of hosts: one worker host, then both worker hosts and the web host, then all.
 SUBSETS = {1: ["dhis-cl-sync"], 3: ["dhis-cl-sync", "dhis-cl-monitor", "dhis-cl-web"], 5: []}
 CHANGED = '{"dhis_celery_settings": {"worker_max_tasks_per_child": 400}}'
-
-
-def run(cmd: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        sys.exit(f"bench: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
-def changed(out: str) -> dict[str, int]:
-    """changed= of each host in the play recap."""
-    return {host: int(n) for host, n in re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", out, re.M)}
 
 
 def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], keep: bool) -> dict[str, float]:
@@ -49,12 +37,12 @@ def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], k
         try:
             log("cluster: molecule create, prepare, converge -s cluster (not timed)")
             for action in ("create", "prepare", "converge"):
-                run(["molecule", action, "-s", SCENARIO], env)
+                sh("molecule", action, "-s", SCENARIO, env=env)
 
             def timed(*args: str) -> tuple[float, str]:
                 settle()
                 start = time.perf_counter()
-                out = run(["ansible-playbook", "-i", inventory, "playbooks/site.yml", *args], env)
+                out = sh("ansible-playbook", "-i", inventory, "playbooks/site.yml", *args, env=env)
                 return time.perf_counter() - start, out
 
             for size, hosts in SUBSETS.items():
@@ -63,7 +51,7 @@ def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], k
                 times = []
                 for _ in range(runs):
                     seconds, out = timed(*limit)
-                    counts = changed(out)
+                    counts = {host: counters["changed"] for host, counters in recaps(out).items()}
                     if any(counts.values()) or (hosts and sorted(counts) != sorted(hosts)):
                         sys.exit(f"bench: not a no-change run on {hosts or 'all'}: {counts}\n{out[-3000:]}")
                     times.append(seconds)
@@ -71,7 +59,7 @@ def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], k
             for key, extra in (("changed_5", ["-e", CHANGED]), ("restore_5", [])):
                 log(f"cluster: {key.replace('_5', '')} run on 5 hosts")
                 results[key], out = timed(*extra)
-                if not changed(out).get("dhis-cl-sync"):
+                if not recaps(out).get("dhis-cl-sync", {}).get("changed"):
                     sys.exit(f"bench: the {key} run changed nothing on dhis-cl-sync\n{out[-3000:]}")
         finally:
             if not keep:
