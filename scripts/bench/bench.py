@@ -46,7 +46,7 @@ TUNED: dict[str, dict] = {
             {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
         ]
     }
-    for pool, concurrency in (("prefork", 8), ("threads", 16), ("threads", 32))
+    for pool, concurrency in (("prefork", 8), ("threads", 12), ("threads", 16), ("threads", 32))
 }
 
 # Runs inside the role's host with the role's settings: `dhis-celery python -c LOAD ARGS`.
