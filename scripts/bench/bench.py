@@ -579,7 +579,9 @@ def main() -> None:
         log("first converge: the guide's steps")
         start = time.perf_counter()
         guide = (ROOT / "scripts/bench/guide.sh").read_text()
-        sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
+        said = sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
+        for line in said.splitlines():
+            log(line)  # the restarts the guide's worker needed, if any
         results.converge["guide"] = time.perf_counter() - start
         sh("docker", "stop", GUIDE_HOST)  # its services would share the two cores with what follows
         rerun(results, hosts, args.runs)

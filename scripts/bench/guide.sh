@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The migration guide's steps, literally, as root on a host that runs the example project in
 # threads mode (examples/deploy.yml). make bench times this against playbooks/site.yml.
-# Three departures, each needed for anything to start here: Debian's redis-server unit gets
+# Four departures, each needed for anything to start here: Debian's redis-server unit gets
 # PrivateUsers=false (it cannot work in an unprivileged container; the role does the same),
-# the guide's units read the project's environment file (secret key, data directory), and pip
-# gets the CA file this machine's proxy needs (PIP_CERT, from the environment).
+# the guide's units read the project's environment file (secret key, data directory), pip
+# gets the CA file this machine's proxy needs (PIP_CERT, from the environment), and the worker
+# is started again when it did not come up, as its operator would. The guide's worker unit is
+# Type=forking without a PIDFile around a double-forking `--detach`: systemd may take the
+# intermediate process for the main one, see it exit, run the guide's ExecStop (which fails:
+# `celery worker` has no --stop) and kill the real worker, five times in a row at most.
 set -euo pipefail
 app=/srv/dhis_sync
 venv=$app/venv
@@ -141,9 +145,14 @@ systemctl restart dhis-sync-web.service
 # Vérification post-migration 1: the worker answers.
 cd "$app"
 set -a && . "$env_file" && set +a
-for _ in $(seq 60); do
-  runuser -u www-data -- "$venv/bin/celery" -A dhis_sync inspect ping --timeout 2 >/dev/null 2>&1 && exit 0
-  sleep 1
+for attempt in 1 2 3; do
+  for _ in $(seq 20); do
+    runuser -u www-data -- "$venv/bin/celery" -A dhis_sync inspect ping --timeout 2 >/dev/null 2>&1 && exit 0
+    sleep 1
+  done
+  echo "guide.sh: the guide's worker did not come up (attempt $attempt), starting it again"
+  systemctl reset-failed celery-worker
+  systemctl restart celery-worker
 done
 echo "guide.sh: the guide's worker never answered ping" >&2
 exit 1
