@@ -310,8 +310,8 @@ def test_a_rollout_stops_at_a_crashing_host_resumes_once_fixed_and_restarts_one_
     assert all(a > b for a, b in zip(entered(cluster["broker"], *REDIS_UNITS), redis_started, strict=True))
     assert monotonic(cluster[other], units[other])[1] > before[other][1], f"{other} kept running the old settings"
     assert not cluster[other].file(f"/etc/dhis-celery/restarts/{units[other]}").exists
-    # The shared database is migrated once per cluster, from the Beat host: every play of
-    # site.yml lists the task; only the Beat host's play may run it.
+    # The shared database is migrated once per cluster, from the Beat host: site.yml's play
+    # lists the task for every host; only the Beat host may run it.
     migrate = re.findall(r"TASK \[dhis_celery : Migrations \| .*?\n\n", resumed.stdout, re.S)
     assert migrate, "no migration task in the output"
     assert re.findall(r"^(?:ok|changed): \[([^\]]+)\]", "".join(migrate), re.M) == ["dhis-cl-beat"], migrate
