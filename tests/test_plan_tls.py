@@ -1,73 +1,23 @@
 """TLS to Redis in the plan: what is refused before any change (naming the variable), and the
-names the role's certificate carries. Certificates are made here with cryptography, as an
-operator's CA would make them."""
+names the role's certificate carries. Certificates come from molecule/shared/lib/dhis_certs.py,
+made as an operator's CA would make them."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from test_plan import FACTS, PARTS, PLAN, good
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "molecule/shared/lib"))
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-CA_KEY = ec.generate_private_key(ec.SECP256R1())
-NOW = datetime.datetime.now(datetime.UTC)
-CA = (
-    x509.CertificateBuilder()
-    .subject_name(_name("test CA"))
-    .issuer_name(_name("test CA"))
-    .public_key(CA_KEY.public_key())
-    .serial_number(x509.random_serial_number())
-    .not_valid_before(NOW)
-    .not_valid_after(NOW + datetime.timedelta(days=30))
-    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    .sign(CA_KEY, hashes.SHA256())
-)
-CA_KEY_PEM = CA_KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-).decode()
-
-
-def server_cert(*names: str) -> str:
-    """A broker certificate signed by the CA, naming `names` (DNS names or IP addresses)."""
-    sans: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
-        .issuer_name(CA.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(CA_KEY, hashes.SHA256())
-    )
-    return _pem(cert)
-
+from dhis_certs import CA_KEY_PEM, CA_PEM, server_cert
 
 TLS: dict[str, Any] = {
     "dhis_celery_redis_tls": True,
-    "dhis_celery_tls_ca_cert": _pem(CA),
+    "dhis_celery_tls_ca_cert": CA_PEM,
     "dhis_celery_tls_ca_key": CA_KEY_PEM,
     "dhis_celery_redis_tls_names": ["broker.internal", "localhost", "127.0.0.1", "::1"],
     "dhis_celery_redis_host": "broker.internal",

@@ -8,7 +8,6 @@ one host only (the checks are platform-independent).
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from dhis_certs import CA_PEM, server_cert_and_key
 from dhis_testlib import only_its_host, play
 
 W = {"name": "default", "queues": ["celery", "sync", "monitor"]}
@@ -27,26 +23,12 @@ W = {"name": "default", "queues": ["celery", "sync", "monitor"]}
 
 def ca_and_certificate(*names: str) -> dict[str, str]:
     """TLS variables as an operator gives them: a CA and a broker certificate naming `names`."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def signed(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey):
-        builder = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        builder = builder.issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
-        builder = builder.not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-        if subject == issuer:
-            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        else:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    pkcs8 = (serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert, key = server_cert_and_key(*names)
     return {
         "dhis_celery_redis_tls": True,
-        "dhis_celery_tls_ca_cert": signed("test CA", ca_key, "test CA", ca_key),
-        "dhis_celery_redis_tls_cert": signed(names[0], key, "test CA", ca_key),
-        "dhis_celery_redis_tls_key": key.private_bytes(*pkcs8).decode(),
+        "dhis_celery_tls_ca_cert": CA_PEM,
+        "dhis_celery_redis_tls_cert": cert,
+        "dhis_celery_redis_tls_key": key,
     }
 
 
