@@ -1,0 +1,107 @@
+"""The RabbitMQ cluster's state, through rabbitmqctl, for tasks/rabbitmq.yml.
+
+Run by root with the system Python in isolated mode: python3 -I -c SOURCE MODE SPEC, where SPEC
+is JSON {"nodes": [...], "vhost", "user", "timeout"}. Prints one JSON object.
+
+- wait: until every node of SPEC runs in this node's cluster (or fail after SPEC's timeout).
+- restart: restart this node, then wait as above (one node at a time: the play throttles).
+- ensure: the vhost, the user with the password read from stdin (never in argv), its
+  permissions on that vhost only, and no guest user. Reports what it changed.
+- count: the messages waiting in the vhost's queues (the rollback's drain guard).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+CTL = "/usr/sbin/rabbitmqctl"
+
+
+def ctl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([CTL, "-q", *args], input=stdin, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        why = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError(f"rabbitmqctl {args[0]} failed ({done.returncode}): {why}")
+    return done
+
+
+def listed(*args: str) -> list[dict]:
+    return json.loads(ctl(*args, "--formatter", "json").stdout or "[]")
+
+
+def running_nodes() -> list[str]:
+    done = ctl("cluster_status", "--formatter", "json", check=False)
+    if done.returncode != 0:
+        return []
+    return sorted(json.loads(done.stdout).get("running_nodes", []))
+
+
+def wait(spec: dict) -> dict:
+    wanted, deadline, seen = sorted(spec["nodes"]), time.monotonic() + int(spec.get("timeout", 300)), []
+    while time.monotonic() < deadline:
+        seen = running_nodes()
+        if set(wanted) <= set(seen):
+            return {"changed": False, "running_nodes": seen}
+        time.sleep(2)
+    raise RuntimeError(f"the cluster runs {seen or 'no node'}, wants {wanted}: see /var/log/rabbitmq/ on the nodes")
+
+
+def restart(spec: dict) -> dict:
+    subprocess.run(["systemctl", "restart", "rabbitmq-server.service"], check=True, timeout=600)
+    return {**wait(spec), "changed": True}
+
+
+def ensure(spec: dict, password: str) -> dict:
+    vhost, user, actions = spec["vhost"], spec["user"], []
+    if vhost not in {v["name"] for v in listed("list_vhosts", "name")}:
+        ctl("add_vhost", vhost)
+        actions.append(f"added vhost {vhost}")
+    users = {u["user"] for u in listed("list_users")}
+    if user not in users:
+        ctl("add_user", user, stdin=password)
+        actions.append(f"added user {user}")
+    elif ctl("authenticate_user", user, stdin=password, check=False).returncode != 0:
+        ctl("change_password", user, stdin=password)
+        actions.append(f"changed the password of {user}")
+    wanted = {"vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    granted = listed("list_user_permissions", user)
+    if granted != [wanted]:
+        for other in granted:
+            if other["vhost"] != vhost:
+                ctl("clear_permissions", "-p", other["vhost"], user)
+        ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        actions.append(f"set the permissions of {user} to {vhost} only")
+    if "guest" in users and user != "guest":
+        ctl("delete_user", "guest")
+        actions.append("deleted the guest user")
+    return {"changed": bool(actions), "actions": actions}
+
+
+def count(spec: dict) -> dict:
+    """Messages in the vhost's queues, ready or delivered and not yet acknowledged."""
+    rows = listed("list_queues", "-p", spec["vhost"], "name", "messages_ready", "messages_unacknowledged")
+    queues = {row["name"]: int(row["messages_ready"]) for row in rows if not row["name"].startswith("celeryev.")}
+    unacked = sum(int(row["messages_unacknowledged"]) for row in rows)
+    return {"changed": False, "queues": queues, "unacked": unacked, "total": sum(queues.values()) + unacked}
+
+
+def main(argv: list[str]) -> int:
+    mode, spec = argv[1], json.loads(argv[2])
+    try:
+        if mode == "ensure":
+            result = ensure(spec, sys.stdin.read())
+        else:
+            result = {"wait": wait, "restart": restart, "count": count}[mode](spec)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        print(json.dumps({"changed": False, "error": str(exc)}))
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
