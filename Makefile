@@ -74,7 +74,7 @@ demo: setup
 
 # Not part of `make test` (which runs the short form): the full fault suite and its report.
 reliability: setup
-	bash scripts/reliability.sh
+	bash scripts/reliability.sh $(RELIABILITY_PARTS)
 
 # Not part of `make test`: converge time and throughput against the guide's own setup, on two
 # fresh containers; rewrites the measured part of docs/PERFORMANCE.md and docs/performance.png.

@@ -43,7 +43,7 @@ def test_the_readme_s_timings_are_generated_from_test_timings_json() -> None:
 
 def test_reliability_md_is_generated_from_reliability_json() -> None:
     results = json.loads(reliability_report.RESULTS.read_text())
-    assert reliability_report.DOC.read_text() == reliability_report.render(results)
+    assert reliability_report.DOC.read_text() == reliability_report.render(results, reliability_report.load_ha())
     assert [row["case"].split(".")[0] for row in results["rows"]] == [str(n) for n in range(1, 9)]
 
 

@@ -7,17 +7,51 @@ The fault tests run last (in file order) and leave the cluster whole again.
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
 import shlex
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import NODES
-from dhis_testlib import completed, django, run, send_batch, setting, wait_for
+from dhis_testlib import completed, django, play, run, send_batch, setting, wait_for
 
+# `make reliability` runs the fault tests in a larger form and saves the rows (docs/ha.json),
+# from which docs/RELIABILITY.md's RabbitMQ section is generated.
+BATCH = int(os.environ.get("DHIS_HA_BATCH", "300"))
+REPORT = os.environ.get("DHIS_HA_REPORT", "")
+WORK = 0.2
+KILLED_WORK = 8.0
+ROWS: list[dict] = []
 VHOST = "dhis_celery"
 QUEUES = {"celery", "sync", "monitor"}
 WORKER = "celery-worker@default"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report() -> Iterator[None]:
+    yield
+    if not (REPORT and ROWS):
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+    import reliability_report
+
+    cpus, mem = os.cpu_count(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+    results = {
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.system()} {platform.release()}, {cpus} cores, {mem} GiB",
+        "parameters": {"batch": BATCH, "work": WORK},
+        "rows": ROWS,
+    }
+    Path(REPORT).write_text(json.dumps(results, indent=2) + "\n")
+    reliability_report.main()
 
 
 def ctl(host: Any, *args: str) -> Any:
@@ -74,6 +108,56 @@ def test_no_secret_in_the_nodes_or_the_settings_but_where_it_belongs(ha: dict[st
     assert secrets.mode == 0o640 and secrets.user == "root"
 
 
+def waiting_in_rabbitmq(ha: dict[str, Any]) -> int:
+    return sum(int(q["messages"]) for name, q in queues(ha[NODES[0]]).items() if name in QUEUES)
+
+
+def amqp_connections(app: Any) -> str:
+    return run(app, "ss -Htn state established '( dport = :5672 )'").strip()
+
+
+def round_trip(app: Any) -> None:
+    config_id = int(time.time() * 1000) % 1_000_000_000
+    send_batch(app, config_id, 3)
+    assert wait_for(lambda: completed(app, config_id)[0] == 3, timeout=60, every=0.5)
+
+
+def test_a_broker_switch_waits_for_a_drained_broker_then_moves_the_project(ha: dict[str, Any]) -> None:
+    """1. A task waits in RabbitMQ (worker and Beat stopped): the switch to Redis is refused
+    before any change, naming dhis_celery_broker. 2. Drained, the switch goes through and tasks
+    run through Redis. 3. Back to RabbitMQ the same way."""
+    app, name = ha["dhis-ha-app"], "dhis-ha-app"
+    settings = "/etc/dhis-celery/python/dhis_celery_settings.py"
+    run(app, f"systemctl stop celery-beat.service {WORKER}.service")
+    try:
+        send_batch(app, int(time.time()) % 1_000_000_000, 1)
+        assert wait_for(lambda: waiting_in_rabbitmq(ha) > 0, timeout=10)
+        refused = play(name, {"dhis_celery_broker": "redis"})
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0, output[-3000:]
+        assert re.search(r"dhis_celery_broker: switching to redis .* holds [1-9]\d* waiting message", output), output[-3000:]
+        assert re.search(r"changed=0 ", output.split("PLAY RECAP")[-1]), output[-3000:]
+        assert "amqp://" in app.file(settings).content_string
+    finally:
+        run(app, f"systemctl start {WORKER}.service")
+    assert wait_for(lambda: waiting_in_rabbitmq(ha) == 0, timeout=60)
+    moved = play(name, {"dhis_celery_broker": "redis"})
+    assert moved.returncode == 0, (moved.stdout + moved.stderr)[-3000:]
+    assert "amqp://" not in app.file(settings).content_string
+    round_trip(app)
+    # Nothing of the project talks AMQP any more: every unit restarted onto Redis.
+    assert wait_for(lambda: amqp_connections(app) == "", timeout=30), amqp_connections(app)
+    # Back: Beat (started by the run) stopped again so that the Redis broker drains.
+    run(app, "systemctl stop celery-beat.service")
+    time.sleep(3)
+    back = play(name, {})
+    assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    assert "amqp://" in app.file(settings).content_string
+    round_trip(app)
+    assert amqp_connections(app)
+    assert app.service("celery-beat.service").is_running
+
+
 def power_off(name: str) -> None:
     subprocess.run(["docker", "kill", name], check=True, capture_output=True)
 
@@ -98,11 +182,11 @@ def beat_count(app: Any) -> int:
 
 
 def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> None:
-    app, size = ha["dhis-ha-app"], 300
+    app, size = ha["dhis-ha-app"], BATCH
     leader = queues(ha[NODES[0]])["celery"]["leader"].split("@", 1)[1]
     survivor = ha[next(n for n in NODES if n != leader)]
     config_id = int(time.time() * 1000) % 1_000_000_000
-    send_batch(app, config_id, size, 0.2)
+    send_batch(app, config_id, size, WORK)
     assert wait_for(lambda: completed(app, config_id)[0] >= 20, timeout=60, every=0.5)
     done_before = completed(app, config_id)[0]
     beats = beat_count(app)
@@ -115,8 +199,6 @@ def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> No
         resumed = time.monotonic() - fault
         assert wait_for(lambda: completed(app, config_id)[0] >= size, timeout=300, every=1)
         done, duplicated = completed(app, config_id)
-        print(f"leader {leader} lost: workers resumed in {resumed:.1f} s; {done}/{size} done, {duplicated} ran twice")
-        assert done == size, f"{size - done} task(s) lost"
         # A task that had finished before the fault does not run again (in-flight ones may).
         again = django(
             app,
@@ -124,7 +206,22 @@ def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> No
             f"rows = SyncRun.objects.filter(config_id={config_id}).order_by('created')[:{done_before}]\n"
             "print(sum(r.runs - 1 for r in rows))",
         )
-        assert int(again.split()[-1]) == 0
+        ROWS.append(
+            {
+                "case": "A. the queues' leader stopped, then powered off, during a batch",
+                "leader": leader,
+                "sent": size,
+                "completed": done,
+                "duplicated": duplicated,
+                "done_before_fault": done_before,
+                "rerun_after_finishing": int(again.split()[-1]),
+                "resumed_seconds": round(resumed, 1),
+                "seconds": round(time.monotonic() - fault, 1),
+            }
+        )
+        print(ROWS[-1])
+        assert done == size, f"{size - done} task(s) lost"
+        assert ROWS[-1]["rerun_after_finishing"] == 0
         assert resumed < 60, f"workers took {resumed:.0f} s to resume"
         # Beat keeps scheduling through the fault (its periodic tasks run every few seconds).
         assert wait_for(lambda: beat_count(app) > beats + 2, timeout=60, every=2)
@@ -136,7 +233,7 @@ def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> No
 def test_a_killed_worker_s_task_comes_back_within_seconds(ha: dict[str, Any]) -> None:
     app = ha["dhis-ha-app"]
     config_id = int(time.time() * 1000) % 1_000_000_000
-    send_batch(app, config_id, 1, 8)
+    send_batch(app, config_id, 1, KILLED_WORK)
     assert wait_for(lambda: "celery_trigger_auto_sync" in run(app, "dhis-celery celery inspect active --json"), 30, 0.5)
     killed = time.monotonic()
     run(app, f"systemctl kill -s KILL {WORKER}")
@@ -144,5 +241,16 @@ def test_a_killed_worker_s_task_comes_back_within_seconds(ha: dict[str, Any]) ->
     # the worker, which takes it again (no visibility timeout to wait for, unlike Redis).
     assert wait_for(lambda: completed(app, config_id)[0] == 1, timeout=90, every=0.5)
     back = time.monotonic() - killed
-    print(f"a worker killed mid-task: its task completed {back:.1f} s after the kill")
+    done, duplicated = completed(app, config_id)
+    ROWS.append(
+        {
+            "case": "B. `kill -9` of the worker in the middle of a task",
+            "sent": 1,
+            "completed": done,
+            "duplicated": duplicated,
+            "work_seconds": KILLED_WORK,
+            "completed_after_kill_seconds": round(back, 1),
+        }
+    )
+    print(ROWS[-1])
     assert back < 60

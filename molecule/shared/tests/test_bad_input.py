@@ -32,6 +32,13 @@ def ca_and_certificate(*names: str) -> dict[str, str]:
     }
 
 
+# A RabbitMQ broker as an operator would set it, before one of its values is spoiled.
+RABBITMQ = {
+    "dhis_celery_broker": "rabbitmq",
+    "dhis_celery_rabbitmq_password": "rabbit-password-0123456789",
+    "dhis_celery_rabbitmq_cookie": "COOKIE0123456789abcdefXYZ",
+}
+
 # (id, extra vars, variable the message must name)
 CASES: list[tuple[str, dict, str]] = [
     ("state-unknown", {"dhis_celery_state": "maybe"}, "dhis_celery_state"),
@@ -119,6 +126,14 @@ CASES: list[tuple[str, dict, str]] = [
     # The suite's host is Debian 12, which packages no Valkey.
     ("valkey-on-debian-12", {"dhis_celery_redis_flavor": "valkey"}, "dhis_celery_redis_flavor"),
     ("flavor-unknown", {"dhis_celery_redis_flavor": "keydb"}, "dhis_celery_redis_flavor"),
+    ("broker-unknown", {"dhis_celery_broker": "kafka"}, "dhis_celery_broker"),
+    ("rabbitmq-without-cookie", {**RABBITMQ, "dhis_celery_rabbitmq_cookie": ""}, "dhis_celery_rabbitmq_cookie"),
+    (
+        "rabbitmq-cookie-malformed",
+        {**RABBITMQ, "dhis_celery_rabbitmq_cookie": "cookie; rm -rf $HOME"},
+        "dhis_celery_rabbitmq_cookie",
+    ),
+    ("rabbitmq-without-password", {**RABBITMQ, "dhis_celery_rabbitmq_password": ""}, "dhis_celery_rabbitmq_password"),
     (
         "soft-shutdown-past-stop",
         {"dhis_celery_worker_soft_shutdown_timeout": 5000},
@@ -174,3 +189,19 @@ def test_good_input_still_converges_without_change(one_host: Any) -> None:
     result = play(one_host.backend.get_hostname(), {})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert re.search(r"changed=0 ", result.stdout.split("PLAY RECAP")[-1]), result.stdout[-3000:]
+
+
+def test_a_rabbitmq_cluster_of_two_releases_and_two_nodes_is_refused(host: Any) -> None:
+    """Both hosts of the scenario (Debian 12 and 13) as the broker group: an even number of nodes,
+    and RabbitMQ 3.10 beside 4.0 in one cluster. Both refused before any change on any host."""
+    host = only_its_host(host, Path(__file__).stem)
+    # Beat off: as a broker group, the scenario's group would also make both hosts Beat hosts.
+    result = play("", {**RABBITMQ, "dhis_celery_broker_group": "dhis_celery", "dhis_celery_beat_enabled": False})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    messages = failure_messages(output)
+    assert "dhis_celery_broker_group: the group 'dhis_celery' has 2 hosts" in messages, output[-3000:]
+    assert re.search(
+        r"dhis_celery_broker_group: .* different Debian releases \((bookworm, trixie|trixie, bookworm)\)", messages
+    )
+    assert all(n == "0" for n in re.findall(r"changed=(\d+)", output.split("PLAY RECAP")[-1])), output[-3000:]

@@ -81,11 +81,18 @@ def ensure(spec: dict, password: str) -> dict:
 
 
 def count(spec: dict) -> dict:
-    """Messages in the vhost's queues, ready or delivered and not yet acknowledged."""
+    """Messages in the vhost's task queues, ready or delivered and not yet acknowledged: the
+    queues of SPEC one by one, the ETA tasks Celery parks in its celery_delayed_* queues summed,
+    and any other queue that holds messages. Events and remote-control replies are not tasks."""
     rows = listed("list_queues", "-p", spec["vhost"], "name", "messages_ready", "messages_unacknowledged")
-    queues = {row["name"]: int(row["messages_ready"]) for row in rows if not row["name"].startswith("celeryev.")}
-    unacked = sum(int(row["messages_unacknowledged"]) for row in rows)
-    return {"changed": False, "queues": queues, "unacked": unacked, "total": sum(queues.values()) + unacked}
+    tasks = [r for r in rows if not r["name"].startswith("celeryev.") and not r["name"].endswith(".pidbox")]
+    queues = {name: 0 for name in spec.get("queues", [])}
+    for row in tasks:
+        name = "delayed (ETA)" if row["name"].startswith("celery_delayed_") else row["name"]
+        if int(row["messages_ready"]) or name in queues:
+            queues[name] = queues.get(name, 0) + int(row["messages_ready"])
+    unacked = sum(int(row["messages_unacknowledged"]) for row in tasks)
+    return {"changed": False, "queues": queues, "unacked": unacked, "total": sum(queues.values())}
 
 
 def main(argv: list[str]) -> int:
