@@ -81,7 +81,9 @@ def render_ha(ha: dict) -> list[str]:
             )
             + f". The workers took {a['resumed_seconds']:.1f} s to complete tasks again, on the two nodes left "
             "(the queues elect a new leader among them). Tasks in flight at the fault may run twice "
-            f"({a['duplicated']} did): at-least-once, as with Redis. Beat kept sending its periodic task.",
+            f"({a['duplicated']} did): at-least-once, as with Redis. After the batch, Beat's periodic task "
+            f"(every 2 s) ran {a['beat_runs_after_batch']} times in {a['beat_watched_seconds']:.0f} s"
+            + (": Beat kept scheduling." if a["beat_runs_after_batch"] >= 3 else ": Beat stopped, a regression."),
             "",
         ]
     if "B" in rows:
