@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from conftest import NODES
@@ -97,6 +98,61 @@ def test_the_management_api_listens_on_loopback_only(ha: dict[str, Any]) -> None
         assert addresses == {"127.0.0.1"}, (name, listening)
 
 
+TLS_PROBE = """
+import socket, ssl, sys
+node, name, cafile = sys.argv[1], sys.argv[2], sys.argv[3] or None
+context = ssl.create_default_context(cafile=cafile)
+try:
+    with context.wrap_socket(socket.create_connection((node, 5671), 5), server_hostname=name) as s:
+        print("ok", s.version())
+except ssl.SSLError as error:
+    print("refused", error.reason)
+"""
+
+
+def tls_probe(app: Any, node: str, name: str, cafile: str) -> str:
+    args = " ".join(shlex.quote(a) for a in (node, name, cafile))
+    return run(app, f"python3 -c {shlex.quote(TLS_PROBE)} {args}").strip()
+
+
+def test_amqp_speaks_only_tls_and_clients_check_the_ca_and_the_name(ha: dict[str, Any]) -> None:
+    app, ca = ha["dhis-ha-app"], "/etc/dhis-celery-tls/ca.pem"
+    for name in NODES:
+        ports = {line.split()[3].rsplit(":", 1)[1] for line in run(ha[name], "ss -Hltn").splitlines()}
+        assert "5671" in ports and "5672" not in ports, (name, ports)
+        assert tls_probe(app, name, name, ca).startswith("ok TLSv1."), name
+        # The system's CAs do not know the inventory's CA; a name the certificate lacks is refused.
+        assert tls_probe(app, name, name, "").startswith("refused CERTIFICATE_VERIFY_FAILED"), name
+        assert tls_probe(app, name, "rabbit.invalid", ca).startswith("refused CERTIFICATE_VERIFY_FAILED"), name
+
+
+def test_nothing_secret_crosses_the_network_in_clear_text(ha: dict[str, Any]) -> None:
+    """A capture on the first node while the project's host logs in and sends a task shows
+    neither the password nor the task's argument; a control sent in clear text to the same port
+    shows in it, so the capture does see what crosses in clear."""
+    node, app = ha[NODES[0]], ha["dhis-ha-app"]
+    control, config_id = f"control-{int(time.time() * 1000)}", 986_000 + int(time.time()) % 1000
+    capture = "/tmp/amqp-tls.pcap"
+    tcpdump = f"timeout 60 tcpdump -i any -U -s 0 -w {capture} 'tcp port 5671'"
+    node.run(f"rm -f {capture}; (setsid {tcpdump} >/tmp/tcpdump.log 2>&1 &)")
+    assert wait_for(lambda: "listening" in node.run("cat /tmp/tcpdump.log").stdout, timeout=10)
+    try:
+        send_batch(app, config_id, 1)
+        assert wait_for(lambda: completed(app, config_id)[0] == 1, timeout=60, every=0.5)
+        probe = (
+            f"import socket; s = socket.create_connection(({NODES[0]!r}, 5671), 5); s.sendall(b'{control}'); s.close()"
+        )
+        app.run(f"python3 -c {shlex.quote(probe)}")
+        time.sleep(2)
+    finally:
+        node.run("pkill -INT -x tcpdump")
+    seen = node.file(capture).content
+    assert len(seen) > 2_000 and control.encode() in seen, "the capture must see what crosses in clear"
+    password = setting(app, "dhis_celery_rabbitmq_password")
+    for secret in (password.encode(), quote(password, safe="").encode(), str(config_id).encode()):
+        assert secret not in seen, secret
+
+
 def test_no_secret_in_the_nodes_or_the_settings_but_where_it_belongs(ha: dict[str, Any]) -> None:
     app = ha["dhis-ha-app"]
     password = setting(app, "dhis_celery_rabbitmq_password")
@@ -113,7 +169,7 @@ def waiting_in_rabbitmq(ha: dict[str, Any]) -> int:
 
 
 def amqp_connections(app: Any) -> str:
-    return run(app, "ss -Htn state established '( dport = :5672 )'").strip()
+    return run(app, "ss -Htn state established '( dport = :5671 or dport = :5672 )'").strip()
 
 
 def round_trip(app: Any) -> None:

@@ -134,6 +134,7 @@ CASES: list[tuple[str, dict, str]] = [
         "dhis_celery_rabbitmq_cookie",
     ),
     ("rabbitmq-without-password", {**RABBITMQ, "dhis_celery_rabbitmq_password": ""}, "dhis_celery_rabbitmq_password"),
+    ("rabbitmq-tls-without-ca", {**RABBITMQ, "dhis_celery_rabbitmq_tls": True}, "dhis_celery_rabbitmq_tls"),
     (
         "soft-shutdown-past-stop",
         {"dhis_celery_worker_soft_shutdown_timeout": 5000},
