@@ -72,3 +72,11 @@ def test_the_bench_reads_every_host_of_a_play_recap_and_nothing_else() -> None:
     found = common.recaps(out)
     assert sorted(found) == ["a.example", "b"]
     assert found["b"]["changed"] == 3 and found["b"]["failed"] == 1 and found["a.example"]["skipped"] == 41
+
+
+def test_a_warm_restart_may_run_its_in_flight_tasks_twice_and_no_more() -> None:
+    row = {"sent": 100, "completed": 100, "duplicated": 2, "max_duplicated": 2}
+    assert "regression" not in reliability_report.outcome([row])
+    assert "regression" in reliability_report.outcome([{**row, "duplicated": 3}])
+    assert "regression" in reliability_report.outcome([{**row, "max_duplicated": 0}])
+    assert "regression" in reliability_report.outcome([{**row, "completed": 99}])
