@@ -178,6 +178,47 @@ def round_trip(app: Any) -> None:
     assert wait_for(lambda: completed(app, config_id)[0] == 3, timeout=60, every=0.5)
 
 
+METRICS_UNIT = "celery-queue-metrics"
+TEXTFILE = "/var/lib/prometheus/node-exporter/celery-queues.prom"
+
+
+def sync_length(node: Any) -> int | None:
+    """The `sync` queue's length in the node's textfile, after a fresh count (None if absent)."""
+    node.run(f"systemctl reset-failed {METRICS_UNIT}.service; systemctl start {METRICS_UNIT}.service")
+    text = run(node, f"cat {TEXTFILE}")
+    assert 'dhis_celery_queue_metrics_up{app="celery"} 1' in text, text
+    found = re.search(r'^dhis_celery_queue_length{app="celery",queue="sync"} (\d+)$', text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any]) -> None:
+    """Each node's queue-metrics timer counts through the loopback management API, as a user who
+    may look and do nothing else: a task waiting while the worker is stopped shows on every node,
+    and the count falls back to 0 once the worker drained it."""
+    app, first = ha["dhis-ha-app"], ha[NODES[0]]
+    user = setting(app, "dhis_celery_rabbitmq_metrics_user")
+    assert ctl(first, "list_user_permissions", user) == [
+        {"vhost": VHOST, "configure": "^$", "write": "^$", "read": "^$"}
+    ]
+    assert [row["tags"] for row in ctl(first, "list_users") if row["user"] == user] in (
+        [["management"]],
+        ["[management]"],
+    )
+    for name in NODES:
+        assert run(ha[name], f"systemctl is-active {METRICS_UNIT}.timer").strip() == "active", name
+    run(app, f"systemctl stop celery-beat.service {WORKER}.service")
+    try:
+        send_batch(app, int(time.time()) % 1_000_000_000, 2)
+        for name in NODES:
+            assert sync_length(ha[name]) == 2, name
+        password = run(first, f"cat /etc/dhis-celery-queue-metrics/{METRICS_UNIT}.password")
+        for secret in (password, setting(app, "dhis_celery_rabbitmq_password")):
+            assert secret not in run(first, f"cat {TEXTFILE}")
+    finally:
+        run(app, f"systemctl start {WORKER}.service celery-beat.service")
+    assert wait_for(lambda: sync_length(first) == 0, timeout=60, every=2)
+
+
 def test_a_broker_switch_waits_for_a_drained_broker_then_moves_the_project(ha: dict[str, Any]) -> None:
     """1. A task waits in RabbitMQ (worker and Beat stopped): the switch to Redis is refused
     before any change, naming dhis_celery_broker. 2. Drained, the switch goes through and tasks

@@ -136,6 +136,11 @@ CASES: list[tuple[str, dict, str]] = [
     ("rabbitmq-without-password", {**RABBITMQ, "dhis_celery_rabbitmq_password": ""}, "dhis_celery_rabbitmq_password"),
     ("rabbitmq-tls-without-ca", {**RABBITMQ, "dhis_celery_rabbitmq_tls": True}, "dhis_celery_rabbitmq_tls"),
     (
+        "rabbitmq-metrics-user-with-a-colon",
+        {**RABBITMQ, "dhis_celery_rabbitmq_metrics_user": "metrics:x"},
+        "dhis_celery_rabbitmq_metrics_user",
+    ),
+    (
         "soft-shutdown-past-stop",
         {"dhis_celery_worker_soft_shutdown_timeout": 5000},
         "dhis_celery_worker_soft_shutdown_timeout",

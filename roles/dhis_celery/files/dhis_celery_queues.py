@@ -1,4 +1,5 @@
-"""Messages waiting in the Celery queues on the Redis broker, kombu's priority lists included.
+"""Messages waiting in the Celery queues on the broker: Redis (kombu's priority lists included)
+or, for the timer on a RabbitMQ node, the vhost's queues through the management API.
 
 kombu keeps one Redis list per priority step: QUEUE, then QUEUE + "\\x06\\x16" + "3", "6", "9".
 A count that reads only QUEUE misses every message sent with a priority (the queue-length-zero
@@ -15,10 +16,13 @@ Two uses, both with the system Python in isolated mode (no Redis library needed)
 SPEC/CONFIG: {"host", "port", "user", "db", "queues"; "tls_ca_file" when Redis speaks TLS; for
 verify "memory": true; for the timer "password_file", "textfile", "app"}. With "all_databases":
 true (a flavour switch's guard, as the admin user) every database's lists are counted instead.
+On a RabbitMQ node the timer's CONFIG has "api" (the loopback management URL), "vhost", "user",
+"password_file", "queues", "textfile" and "app": the user may see the vhost and touch nothing in it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -26,6 +30,8 @@ import socket
 import ssl
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -73,6 +79,26 @@ def count(spec: dict, password: str) -> dict:
             dict(zip(stats[::2], stats[1::2], strict=True)).get("dataset.bytes") if isinstance(stats, list) else None
         )
     return {"queues": queues, "total": sum(queues.values()), "unacked": int(redis("HLEN", "unacked")), "memory": memory}
+
+
+def rabbitmq_count(spec: dict, password: str) -> dict:
+    """The vhost's task queues, ready messages one by one and unacknowledged ones summed, as
+    files/dhis_celery_rabbitmq.py counts them with rabbitmqctl: ETA tasks (celery_delayed_*)
+    summed as one, events and remote-control replies left out."""
+    url = f"{spec['api']}/api/queues/{urllib.parse.quote(spec['vhost'], safe='')}"
+    request = urllib.request.Request(url + "?columns=name,messages_ready,messages_unacknowledged")
+    token = base64.b64encode(f"{spec['user']}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        rows = json.load(response)
+    tasks = [r for r in rows if not r["name"].startswith("celeryev.") and not r["name"].endswith(".pidbox")]
+    queues = {name: 0 for name in spec.get("queues", [])}
+    for row in tasks:
+        name = "delayed (ETA)" if row["name"].startswith("celery_delayed_") else row["name"]
+        if int(row.get("messages_ready", 0)) or name in queues:
+            queues[name] = queues.get(name, 0) + int(row.get("messages_ready", 0))
+    unacked = sum(int(row.get("messages_unacknowledged", 0)) for row in tasks)
+    return {"queues": queues, "total": sum(queues.values()), "unacked": unacked, "memory": None}
 
 
 def held(spec: dict, password: str) -> dict:
@@ -131,10 +157,12 @@ def textfile(app: str, counts: dict | None, now: float) -> str:
 
 
 def write_textfile(config: dict) -> int:
+    counter = rabbitmq_count if config.get("api") else count
     try:
-        counts: dict | None = count(config, Path(config["password_file"]).read_text())
+        counts: dict | None = counter(config, Path(config["password_file"]).read_text())
     except (OSError, RuntimeError, ValueError) as error:
-        print(f"cannot read the broker at {config['host']}:{config['port']}: {error}", file=sys.stderr)
+        where = config.get("api") or f"{config['host']}:{config['port']}"
+        print(f"cannot read the broker at {where}: {error}", file=sys.stderr)
         counts = None
     target = Path(config["textfile"])
     # node_exporter must never read a half-written file: write beside it, then rename.

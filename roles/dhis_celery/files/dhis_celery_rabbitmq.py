@@ -5,8 +5,11 @@ is JSON {"nodes": [...], "vhost", "user", "timeout"}. Prints one JSON object.
 
 - wait: until every node of SPEC runs in this node's cluster (or fail after SPEC's timeout).
 - restart: restart this node, then wait as above (one node at a time: the play throttles).
-- ensure: the vhost, the user with the password read from stdin (never in argv), its
-  permissions on that vhost only, and no guest user. Reports what it changed.
+- ensure: the vhost, the user with its password, its permissions on that vhost only, and no
+  guest user; with SPEC's "metrics_user", the queue-metrics timer's user too, who may see the
+  vhost through the management API (tag management) and configure, write and read nothing in
+  it. The passwords come as JSON on stdin, {"password", "metrics_password"}, never in argv.
+  Reports what it changed.
 - count: the messages waiting in the vhost's queues (the rollback's drain guard).
 """
 
@@ -54,26 +57,47 @@ def restart(spec: dict) -> dict:
     return {**wait(spec), "changed": True}
 
 
-def ensure(spec: dict, password: str) -> dict:
-    vhost, user, actions = spec["vhost"], spec["user"], []
-    if vhost not in {v["name"] for v in listed("list_vhosts", "name")}:
-        ctl("add_vhost", vhost)
-        actions.append(f"added vhost {vhost}")
-    users = {u["user"] for u in listed("list_users")}
+def user_with_password(user: str, password: str, users: set[str], actions: list[str]) -> None:
     if user not in users:
         ctl("add_user", user, stdin=password)
         actions.append(f"added user {user}")
     elif ctl("authenticate_user", user, stdin=password, check=False).returncode != 0:
         ctl("change_password", user, stdin=password)
         actions.append(f"changed the password of {user}")
-    wanted = {"vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+
+
+def permissions_on(vhost: str, user: str, pattern: str, actions: list[str]) -> None:
+    """The user's permissions: on VHOST, configure, write and read all PATTERN; none elsewhere."""
+    wanted = {"vhost": vhost, "configure": pattern, "write": pattern, "read": pattern}
     granted = listed("list_user_permissions", user)
     if granted != [wanted]:
         for other in granted:
             if other["vhost"] != vhost:
                 ctl("clear_permissions", "-p", other["vhost"], user)
-        ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        ctl("set_permissions", "-p", vhost, user, pattern, pattern, pattern)
         actions.append(f"set the permissions of {user} to {vhost} only")
+
+
+def tags(value: list | str) -> list[str]:
+    """A user's tags as rabbitmqctl's JSON gives them: a list, or a string "[a, b]" on some releases."""
+    return value if isinstance(value, list) else value.strip("[]").replace(",", " ").split()
+
+
+def ensure(spec: dict, secrets: dict) -> dict:
+    vhost, user, actions = spec["vhost"], spec["user"], []
+    if vhost not in {v["name"] for v in listed("list_vhosts", "name")}:
+        ctl("add_vhost", vhost)
+        actions.append(f"added vhost {vhost}")
+    users = {u["user"]: tags(u["tags"]) for u in listed("list_users")}
+    user_with_password(user, secrets["password"], set(users), actions)
+    permissions_on(vhost, user, ".*", actions)
+    metrics = spec.get("metrics_user") or ""
+    if metrics:
+        user_with_password(metrics, secrets["metrics_password"], set(users), actions)
+        if users.get(metrics) != ["management"]:
+            ctl("set_user_tags", metrics, "management")
+            actions.append(f"tagged {metrics} management")
+        permissions_on(vhost, metrics, "^$", actions)
     if "guest" in users and user != "guest":
         ctl("delete_user", "guest")
         actions.append("deleted the guest user")
@@ -99,7 +123,7 @@ def main(argv: list[str]) -> int:
     mode, spec = argv[1], json.loads(argv[2])
     try:
         if mode == "ensure":
-            result = ensure(spec, sys.stdin.read())
+            result = ensure(spec, json.loads(sys.stdin.read()))
         else:
             result = {"wait": wait, "restart": restart, "count": count}[mode](spec)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
