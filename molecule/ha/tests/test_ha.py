@@ -209,8 +209,9 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
     run(app, f"systemctl stop celery-beat.service {WORKER}.service")
     try:
         send_batch(app, int(time.time()) % 1_000_000_000, 2)
+        # The management API's counts are statistics, refreshed every few seconds.
         for name in NODES:
-            assert sync_length(ha[name]) == 2, name
+            assert wait_for(lambda node=ha[name]: sync_length(node) == 2, timeout=30, every=2), name
         password = run(first, f"cat /etc/dhis-celery-queue-metrics/{METRICS_UNIT}.password")
         for secret in (password, setting(app, "dhis_celery_rabbitmq_password")):
             assert secret not in run(first, f"cat {TEXTFILE}")
