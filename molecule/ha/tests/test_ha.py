@@ -98,20 +98,32 @@ def test_the_management_api_listens_on_loopback_only(ha: dict[str, Any]) -> None
         assert addresses == {"127.0.0.1"}, (name, listening)
 
 
+DIST_PORT = 25672  # Erlang distribution between the nodes: AMQP's port + 20000
 TLS_PROBE = """
 import socket, ssl, sys
-node, name, cafile = sys.argv[1], sys.argv[2], sys.argv[3] or None
+node, name, cafile, port, cert = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), sys.argv[5]
 context = ssl.create_default_context(cafile=cafile)
+if cert:
+    context.load_cert_chain(cert + ".pem", cert + ".key")
 try:
-    with context.wrap_socket(socket.create_connection((node, 5671), 5), server_hostname=name) as s:
-        print("ok", s.version())
+    with context.wrap_socket(socket.create_connection((node, port), 5), server_hostname=name) as s:
+        # Under TLS 1.3 a server that wants a client certificate says so after the handshake.
+        s.settimeout(1)
+        try:
+            print("ok" if s.recv(1) else "closed", s.version())
+        except TimeoutError:
+            print("ok", s.version())
 except ssl.SSLError as error:
     print("refused", error.reason)
+except OSError as error:
+    print("no TLS", error)
 """
 
 
-def tls_probe(app: Any, node: str, name: str, cafile: str) -> str:
-    args = " ".join(shlex.quote(a) for a in (node, name, cafile))
+def tls_probe(app: Any, node: str, name: str, cafile: str, port: int = 5671, cert: str = "") -> str:
+    """A TLS handshake from APP to NODE:PORT checking NAME against CAFILE ("": the system's CAs),
+    presenting CERT.pem and CERT.key when given: "ok TLSv1.x" or "refused REASON"."""
+    args = " ".join(shlex.quote(str(a)) for a in (node, name, cafile, port, cert))
     return run(app, f"python3 -c {shlex.quote(TLS_PROBE)} {args}").strip()
 
 
@@ -127,30 +139,52 @@ def test_amqp_speaks_only_tls_and_clients_check_the_ca_and_the_name(ha: dict[str
 
 
 def test_nothing_secret_crosses_the_network_in_clear_text(ha: dict[str, Any]) -> None:
-    """A capture on the first node while the project's host logs in and sends a task shows
-    neither the password nor the task's argument; a control sent in clear text to the same port
-    shows in it, so the capture does see what crosses in clear."""
+    """A capture on the first node, of AMQP and of the nodes' own traffic (Erlang distribution,
+    which replicates every message of a quorum queue), while the project's host logs in and sends
+    a task: it shows neither the password nor the task's argument. A control sent in clear text
+    to each port shows in it, so the capture does see what crosses in clear."""
     node, app = ha[NODES[0]], ha["dhis-ha-app"]
-    control, config_id = f"control-{int(time.time() * 1000)}", 986_000 + int(time.time()) % 1000
+    stamp = int(time.time() * 1000)
+    config_id = 986_000 + int(time.time()) % 1000
+    controls = {port: f"control-{port}-{stamp}" for port in (5671, DIST_PORT)}
     capture = "/tmp/amqp-tls.pcap"
-    tcpdump = f"timeout 60 tcpdump -i any -U -s 0 -w {capture} 'tcp port 5671'"
+    tcpdump = f"timeout 60 tcpdump -i any -U -s 0 -w {capture} 'tcp port 5671 or tcp port {DIST_PORT}'"
     node.run(f"rm -f {capture}; (setsid {tcpdump} >/tmp/tcpdump.log 2>&1 &)")
     assert wait_for(lambda: "listening" in node.run("cat /tmp/tcpdump.log").stdout, timeout=10)
     try:
         send_batch(app, config_id, 1)
         assert wait_for(lambda: completed(app, config_id)[0] == 1, timeout=60, every=0.5)
-        probe = (
-            f"import socket; s = socket.create_connection(({NODES[0]!r}, 5671), 5); s.sendall(b'{control}'); s.close()"
-        )
-        app.run(f"python3 -c {shlex.quote(probe)}")
+        for port, control in controls.items():
+            probe = (
+                "import socket; "
+                f"s = socket.create_connection(({NODES[0]!r}, {port}), 5); s.sendall(b'{control}'); s.close()"
+            )
+            app.run(f"python3 -c {shlex.quote(probe)}")
         time.sleep(2)
     finally:
         node.run("pkill -INT -x tcpdump")
     seen = node.file(capture).content
-    assert len(seen) > 2_000 and control.encode() in seen, "the capture must see what crosses in clear"
+    for control in controls.values():
+        assert control.encode() in seen, "the capture must see what crosses in clear"
+    between_nodes = run(node, f"tcpdump -r {capture} -nn 'tcp port {DIST_PORT} and not host dhis-ha-app' | wc -l")
+    assert int(between_nodes) > 10, "the capture must hold the nodes' own traffic"
     password = setting(app, "dhis_celery_rabbitmq_password")
     for secret in (password.encode(), quote(password, safe="").encode(), str(config_id).encode()):
         assert secret not in seen, secret
+
+
+def test_the_nodes_and_their_cli_speak_tls_only_with_certificates_of_the_ca(ha: dict[str, Any]) -> None:
+    """Each node's distribution port (the other nodes, rabbitmqctl) completes a TLS session for a
+    peer that presents a certificate of the inventory's CA, and refuses one that presents none;
+    rabbitmqctl, which connects the same way, sees the whole cluster."""
+    app, peer, ca = ha["dhis-ha-app"], ha[NODES[1]], "/etc/dhis-celery-tls/ca.pem"
+    for name in NODES:
+        assert len(ctl(ha[name], "cluster_status")["running_nodes"]) == 3, name
+        with_cert = tls_probe(peer, name, name, ca, DIST_PORT, "/etc/dhis-celery-tls/rabbitmq")
+        assert with_cert.startswith("ok TLSv1."), (name, with_cert)
+        # The project's host holds the CA but no node certificate.
+        without = tls_probe(app, name, name, ca, DIST_PORT)
+        assert without.startswith("refused"), (name, without)
 
 
 def test_no_secret_in_the_nodes_or_the_settings_but_where_it_belongs(ha: dict[str, Any]) -> None:
@@ -218,6 +252,29 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
     finally:
         run(app, f"systemctl start {WORKER}.service celery-beat.service")
     assert wait_for(lambda: sync_length(first) == 0, timeout=60, every=2)
+
+
+def test_queue_metrics_turned_off_take_their_timer_and_their_user_with_them(ha: dict[str, Any]) -> None:
+    """dhis_celery_queue_metrics_interval: 0 on the first node: its timer, configuration and
+    textfile go, and so does the user that may look (from the whole cluster: users are
+    cluster-wide). Turned on again, both come back."""
+    first = ha[NODES[0]]
+    user = setting(ha["dhis-ha-app"], "dhis_celery_rabbitmq_metrics_user")
+
+    def users() -> set[str]:
+        return {row["user"] for row in ctl(first, "list_users")}
+
+    off = play(NODES[0], {"dhis_celery_queue_metrics_interval": 0})
+    try:
+        assert off.returncode == 0, (off.stdout + off.stderr)[-3000:]
+        assert user not in users()
+        for path in (f"/etc/systemd/system/{METRICS_UNIT}.timer", TEXTFILE):
+            assert not first.file(path).exists, path
+    finally:
+        on = play(NODES[0], {})
+    assert on.returncode == 0, (on.stdout + on.stderr)[-3000:]
+    assert user in users()
+    assert run(first, f"systemctl is-active {METRICS_UNIT}.timer").strip() == "active"
 
 
 def test_a_broker_switch_waits_for_a_drained_broker_then_moves_the_project(ha: dict[str, Any]) -> None:

@@ -141,6 +141,11 @@ CASES: list[tuple[str, dict, str]] = [
         "dhis_celery_rabbitmq_metrics_user",
     ),
     (
+        "rabbitmq-metrics-user-is-the-user",
+        {**RABBITMQ, "dhis_celery_rabbitmq_metrics_user": "celery"},
+        "dhis_celery_rabbitmq_metrics_user",
+    ),
+    (
         "soft-shutdown-past-stop",
         {"dhis_celery_worker_soft_shutdown_timeout": 5000},
         "dhis_celery_worker_soft_shutdown_timeout",

@@ -6,9 +6,10 @@ is JSON {"nodes": [...], "vhost", "user", "timeout"}. Prints one JSON object.
 - wait: until every node of SPEC runs in this node's cluster (or fail after SPEC's timeout).
 - restart: restart this node, then wait as above (one node at a time: the play throttles).
 - ensure: the vhost, the user with its password, its permissions on that vhost only, and no
-  guest user; with SPEC's "metrics_user", the queue-metrics timer's user too, who may see the
-  vhost through the management API (tag management) and configure, write and read nothing in
-  it. The passwords come as JSON on stdin, {"password", "metrics_password"}, never in argv.
+  guest user; with SPEC's "metrics" true, SPEC's "metrics_user" too, the queue-metrics timer's
+  user, who may see the vhost through the management API (tag management) and configure, write
+  and read nothing in it; with "metrics" false, no such user. The passwords come as JSON on
+  stdin, {"password", "metrics_password"}, never in argv.
   Reports what it changed.
 - count: the messages waiting in the vhost's queues (the rollback's drain guard).
 """
@@ -19,6 +20,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 CTL = "/usr/sbin/rabbitmqctl"
 
@@ -57,25 +59,50 @@ def restart(spec: dict) -> dict:
     return {**wait(spec), "changed": True}
 
 
-def user_with_password(user: str, password: str, users: set[str], actions: list[str]) -> None:
-    if user not in users:
+def user_with_password(user: str, password: str, state: dict, actions: list[str]) -> None:
+    if user not in state["users"]:
         ctl("add_user", user, stdin=password)
         actions.append(f"added user {user}")
-    elif ctl("authenticate_user", user, stdin=password, check=False).returncode != 0:
+    elif not state["authenticates"][user]:
         ctl("change_password", user, stdin=password)
         actions.append(f"changed the password of {user}")
 
 
-def permissions_on(vhost: str, user: str, pattern: str, actions: list[str]) -> None:
+def permissions_on(vhost: str, user: str, pattern: str, state: dict, actions: list[str]) -> None:
     """The user's permissions: on VHOST, configure, write and read all PATTERN; none elsewhere."""
     wanted = {"vhost": vhost, "configure": pattern, "write": pattern, "read": pattern}
-    granted = listed("list_user_permissions", user)
+    granted = state["permissions"][user]
     if granted != [wanted]:
         for other in granted:
             if other["vhost"] != vhost:
                 ctl("clear_permissions", "-p", other["vhost"], user)
         ctl("set_permissions", "-p", vhost, user, pattern, pattern, pattern)
         actions.append(f"set the permissions of {user} to {vhost} only")
+
+
+def read_state(passwords: dict[str, str]) -> dict:
+    """What ensure compares, read all at once: each rabbitmqctl call boots an Erlang VM (a second
+    or more with TLS between the nodes), and none of these reads depends on another. A user that
+    does not exist has no permissions and does not authenticate."""
+
+    def permissions(user: str) -> list[dict]:
+        done = ctl("list_user_permissions", user, "--formatter", "json", check=False)
+        return json.loads(done.stdout or "[]") if done.returncode == 0 else []
+
+    def authenticates(user: str) -> bool:
+        return ctl("authenticate_user", user, stdin=passwords[user], check=False).returncode == 0
+
+    with ThreadPoolExecutor(max_workers=2 + 2 * len(passwords)) as pool:
+        vhosts = pool.submit(listed, "list_vhosts", "name")
+        users = pool.submit(listed, "list_users")
+        granted = {user: pool.submit(permissions, user) for user in passwords}
+        checked = {user: pool.submit(authenticates, user) for user in passwords}
+        return {
+            "vhosts": {v["name"] for v in vhosts.result()},
+            "users": {u["user"]: tags(u["tags"]) for u in users.result()},
+            "permissions": {user: future.result() for user, future in granted.items()},
+            "authenticates": {user: future.result() for user, future in checked.items()},
+        }
 
 
 def tags(value: list | str) -> list[str]:
@@ -85,20 +112,26 @@ def tags(value: list | str) -> list[str]:
 
 def ensure(spec: dict, secrets: dict) -> dict:
     vhost, user, actions = spec["vhost"], spec["user"], []
-    if vhost not in {v["name"] for v in listed("list_vhosts", "name")}:
+    metrics = spec.get("metrics_user") or ""
+    passwords = {user: secrets["password"]}
+    if metrics and spec.get("metrics"):
+        passwords[metrics] = secrets["metrics_password"]
+    state = read_state(passwords)
+    if vhost not in state["vhosts"]:
         ctl("add_vhost", vhost)
         actions.append(f"added vhost {vhost}")
-    users = {u["user"]: tags(u["tags"]) for u in listed("list_users")}
-    user_with_password(user, secrets["password"], set(users), actions)
-    permissions_on(vhost, user, ".*", actions)
-    metrics = spec.get("metrics_user") or ""
-    if metrics:
-        user_with_password(metrics, secrets["metrics_password"], set(users), actions)
-        if users.get(metrics) != ["management"]:
+    user_with_password(user, secrets["password"], state, actions)
+    permissions_on(vhost, user, ".*", state, actions)
+    if metrics in passwords:
+        user_with_password(metrics, secrets["metrics_password"], state, actions)
+        if state["users"].get(metrics) != ["management"]:
             ctl("set_user_tags", metrics, "management")
             actions.append(f"tagged {metrics} management")
-        permissions_on(vhost, metrics, "^$", actions)
-    if "guest" in users and user != "guest":
+        permissions_on(vhost, metrics, "^$", state, actions)
+    elif metrics in state["users"] and metrics not in (user, "guest"):
+        ctl("delete_user", metrics)
+        actions.append(f"deleted {metrics} (queue metrics off)")
+    if "guest" in state["users"] and user != "guest":
         ctl("delete_user", "guest")
         actions.append("deleted the guest user")
     return {"changed": bool(actions), "actions": actions}
