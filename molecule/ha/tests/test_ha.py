@@ -255,9 +255,10 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
 
 
 def test_queue_metrics_turned_off_take_their_timer_and_their_user_with_them(ha: dict[str, Any]) -> None:
-    """dhis_celery_queue_metrics_interval: 0 on the first node: its timer, configuration and
-    textfile go, and so does the user that may look (from the whole cluster: users are
-    cluster-wide). Turned on again, both come back."""
+    """dhis_celery_queue_metrics_interval: 0 for the whole inventory (an extra variable), run on
+    the first node: its timer, configuration and textfile go, and so does the user that may look
+    (users are cluster-wide; it stays while any node's interval is above 0). Turned on again,
+    both come back."""
     first = ha[NODES[0]]
     user = setting(ha["dhis-ha-app"], "dhis_celery_rabbitmq_metrics_user")
 
