@@ -12,8 +12,10 @@ Pure Python, no Ansible import needed at run time: tests/test_plan.py checks it 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
 import posixpath
 import re
 import unicodedata
@@ -693,10 +695,27 @@ def python_literal(value: Any) -> str:
     return repr(json.loads(json.dumps(value)))
 
 
+def fingerprint(value: Any, *roots: str) -> str:
+    """sha256 of a JSON-like value and of every file under the given directories (path and
+    content): a run's inputs and the role's own code, hashed on the controller."""
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
+    for root in roots:
+        for directory, subdirs, names in os.walk(os.path.realpath(root)):
+            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+            for name in sorted(names):
+                path = os.path.join(directory, name)
+                digest.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
             "dhis_celery_plan": dhis_celery_plan,
             "dhis_celery_env_quote": systemd_env_quote,
             "dhis_celery_py": python_literal,
+            "dhis_celery_fingerprint": fingerprint,
         }

@@ -283,12 +283,17 @@ def settle(limit: float = 90.0) -> None:
 def rerun(results: Results, hosts: Path, runs: int) -> None:
     """The no-change re-run, through Mitogen (ansible.cfg) and with Ansible's plain linear
     strategy: the median of `runs` each, every run on a settled machine."""
-    for key, env in (("rerun", None), ("rerun_linear", {"ANSIBLE_STRATEGY": "linear"})):
-        log(f"no-change re-run x{runs}" + (", Mitogen off (Ansible's plain linear strategy)" if env else ""))
+    variants: tuple[tuple[str, str, dict[str, str] | None, tuple[str, ...]], ...] = (
+        ("rerun", "", None, ()),
+        ("rerun_linear", ", Mitogen off (Ansible's plain linear strategy)", {"ANSIBLE_STRATEGY": "linear"}, ()),
+        ("rerun_full", ", fast path off (every task)", None, ("-e", "dhis_celery_fast_path=false")),
+    )
+    for key, label, env, extra in variants:
+        log(f"no-change re-run x{runs}{label}")
         times, gates = [], []
         for _ in range(runs):
             settle()
-            seconds, out = playbook(hosts, "playbooks/site.yml", env=env)
+            seconds, out = playbook(hosts, "playbooks/site.yml", *extra, env=env)
             times.append(seconds)
             # The health gate's own time, from profile_tasks' recap (ansible.cfg enables it).
             gate = re.search(r"Gate \| Restart what changed, then prove that every unit runs.*?-+ ([0-9.]+)s", out)
@@ -300,7 +305,7 @@ def rerun(results: Results, hosts: Path, runs: int) -> None:
         results.converge[key] = statistics.median(times)
         if gates:
             results.converge[key + "_gate"] = statistics.median(gates)
-        if env is None:
+        if key == "rerun":
             results.rerun = counts
 
 
@@ -410,6 +415,8 @@ def table(results: Results, runs: int) -> str:
         f"| No-change re-run of site.yml, median of {runs}{own_run} (s) | | {c['rerun']:.1f} "
         f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
         f"{results.rerun.get('changed', 0)} changed) | |",
+        f"| The same re-run, fast path off (`-e dhis_celery_fast_path=false`: every task), median of {runs}"
+        f"{same_run} (s) | | {c.get('rerun_full', float('nan')):.1f} | |",
         f"| The same re-run, Mitogen off (`ANSIBLE_STRATEGY=linear`), median of {runs}{same_run} (s) "
         f"| | {c['rerun_linear']:.1f} | |",
         f"| Ansible's floor: minimal facts and a ping, same strategy, median of {runs}{same_run} (s) "
@@ -473,6 +480,7 @@ def plot(results: Results, path: Path) -> None:
         "guide's steps": c["guide"],
         "role:\nfirst converge": c["role"],
         "role:\nno-change re-run": c["rerun"],
+        "same re-run,\nfast path off": c.get("rerun_full", float("nan")),
         "same re-run,\nMitogen off": c["rerun_linear"],
     }
     left.bar(list(bars), list(bars.values()))
@@ -569,7 +577,7 @@ def measure_rerun_alone(args: argparse.Namespace) -> None:
         floor(results, directory, hosts, args.runs)
     if not args.keep:
         sh("docker", "rm", "-f", ROLE_HOST, check=False)
-    keys = ("rerun", "rerun_gate", "rerun_linear", "rerun_linear_gate", "floor")
+    keys = ("rerun", "rerun_gate", "rerun_full", "rerun_full_gate", "rerun_linear", "rerun_linear_gate", "floor")
     figures = {key: results.converge[key] for key in keys if key in results.converge}
     print(json.dumps({**figures, "rerun_counts": results.rerun}, indent=2))
     if not args.no_report:

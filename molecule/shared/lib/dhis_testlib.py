@@ -169,6 +169,7 @@ def play(
 # test_metrics stays on the first host, where prepare installs node_exporter.
 SECOND_HOST_SUITES = frozenset(
     {
+        "test_fast_path",
         "test_liveness",
         "test_memory",
         "test_ops_playbook",
