@@ -86,6 +86,8 @@ def test_a_host_as_recorded_is_fresh_and_bytecode_or_data_do_not_count(host: dic
         (lambda r, u: os.chmod(r / "etc/celery/python/settings.py", 0o666), "files"),
         (lambda r, u: (r / "etc/celery/python/settings.py").unlink(), "files"),
         (lambda r, u: (r / "etc/systemd/app-worker@x.service").write_text(""), "files"),
+        # A FIFO where a file was: counted as moved, never opened (it would block).
+        (lambda r, u: ((r / "srv/app/venv/pyvenv.cfg").unlink(), os.mkfifo(r / "srv/app/venv/pyvenv.cfg")), "venv"),
         (lambda r, u: u.update({"app-worker@default.service": ("failed", "enabled")}), "units"),
         (lambda r, u: u.update({"app-worker@default.service": ("active", "disabled")}), "units"),
         (lambda r, u: (r / "status").write_text(STATUS.replace("7.0.15-1", "7.0.15-2")), "packages"),

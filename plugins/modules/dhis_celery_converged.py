@@ -85,6 +85,9 @@ def _file_entry(path: str) -> str:
         return f"{head} -> {os.readlink(path)}"
     if kind == stat.S_IFDIR:
         return f"{head} dir"
+    if kind != stat.S_IFREG:
+        # Never opened: a FIFO put where a file was expected would hang root here.
+        return f"{head} type {kind:o}"
     with open(path, "rb") as handle:
         return f"{head} {hashlib.sha256(handle.read()).hexdigest()}"
 
@@ -109,7 +112,7 @@ def files(roots: list[str]) -> dict[str, str]:
 def python_files(roots: list[str], exclude: list[str]) -> dict[str, str]:
     """The project's *.py files (a deployment changes them): size and time of change, no read.
     An excluded directory (the virtualenv, a data directory) is skipped unless a root lies in it;
-    so are hidden directories (.git) and __pycache__."""
+    so are hidden directories (.git), __pycache__ and node_modules."""
     skip = tuple(
         os.path.normpath(e) + os.sep
         for e in exclude
@@ -121,7 +124,7 @@ def python_files(roots: list[str], exclude: list[str]) -> dict[str, str]:
             subdirs[:] = sorted(
                 d
                 for d in subdirs
-                if d != "__pycache__"
+                if d not in ("__pycache__", "node_modules")
                 and not d.startswith(".")
                 and not (os.path.join(directory, d) + os.sep).startswith(skip)
             )
