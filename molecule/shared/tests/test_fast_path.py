@@ -9,7 +9,8 @@ from typing import Any
 
 from dhis_testlib import play, run
 
-FAST = "TASK [dhis_celery : Fast path | Health gate (nothing to restart)"
+# Tasks of tasks/fast.yml and tasks/converge.yml, each only on its own path.
+FAST = "TASK [dhis_celery : Fast path | Stop here when the stack is not healthy]"
 FULL = "TASK [dhis_celery : Settings | Render the settings"
 
 
