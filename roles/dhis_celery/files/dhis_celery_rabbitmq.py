@@ -26,7 +26,11 @@ CTL = "/usr/sbin/rabbitmqctl"
 
 
 def ctl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([CTL, "-q", *args], input=stdin, capture_output=True, text=True, timeout=120)
+    # A password goes on stdin, and then no -q: RabbitMQ 4.0's wrapper script lets the CLI read
+    # stdin only when `add_user USER` or `authenticate_user USER` come as its only arguments
+    # (else it passes -noinput, and the read hangs).
+    quiet = [] if stdin is not None else ["-q"]
+    done = subprocess.run([CTL, *quiet, *args], input=stdin, capture_output=True, text=True, timeout=120)
     if check and done.returncode != 0:
         why = done.stderr.strip() or done.stdout.strip()
         raise RuntimeError(f"rabbitmqctl {args[0]} failed ({done.returncode}): {why}")
