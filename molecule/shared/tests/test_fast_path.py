@@ -9,8 +9,9 @@ from typing import Any
 
 from dhis_testlib import play, run
 
-# Tasks of tasks/fast.yml and tasks/converge.yml, each only on its own path.
-FAST = "TASK [dhis_celery : Fast path | Stop here when the stack is not healthy]"
+# The include of tasks/fast.yml (the default callback names the file it includes) and a task of
+# tasks/converge.yml: each only on its own path.
+FAST = "/tasks/fast.yml for "
 FULL = "TASK [dhis_celery : Settings | Render the settings"
 
 
