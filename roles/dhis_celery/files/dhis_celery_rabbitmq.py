@@ -17,6 +17,7 @@ is JSON {"nodes": [...], "vhost", "user", "timeout"}. Prints one JSON object.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,10 +28,18 @@ CTL = "/usr/sbin/rabbitmqctl"
 
 def ctl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     # A password goes on stdin, and then no -q: RabbitMQ 4.0's wrapper script lets the CLI read
-    # stdin only when `add_user USER` or `authenticate_user USER` come as its only arguments
-    # (else it passes -noinput, and the read hangs).
+    # stdin only when `add_user USER`, `change_password USER` or `authenticate_user USER` come as
+    # its only arguments (else it passes -noinput, and the read hangs). The CLI decodes stdin by
+    # its locale: UTF-8 on both sides, whatever locale the host or Ansible runs this in.
     quiet = [] if stdin is not None else ["-q"]
-    done = subprocess.run([CTL, *quiet, *args], input=stdin, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [CTL, *quiet, *args],
+        input=stdin,
+        capture_output=True,
+        encoding="utf-8",
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+        timeout=120,
+    )
     if check and done.returncode != 0:
         why = done.stderr.strip() or done.stdout.strip()
         raise RuntimeError(f"rabbitmqctl {args[0]} failed ({done.returncode}): {why}")
