@@ -6,7 +6,8 @@ database, two worker hosts, Beat and Flower), created, prepared and converged by
 as an operator runs it: the no-change run limited to 1, 3 and all 5 hosts (`--limit`, the median
 of `runs` each, every run on a settled machine and checked to change nothing), and a run on all
 5 that changes a worker setting (every worker restarts, one host at a time behind the health
-gate), and the run that changes it back.
+gate), and the run that changes it back. Ansible's floor (minimal facts and a ping) on 1 and 5
+of the same hosts gives the bound the no-change runs are read against.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import ROOT, recaps, sh
+from common import FLOOR, ROOT, recaps, sh
 
 SCENARIO = "cluster"
 # Growing sets of hosts: one worker host, then both worker hosts and the web host, then all.
@@ -29,7 +30,8 @@ CHANGED = '{"dhis_celery_settings": {"worker_max_tasks_per_child": 400}}'
 
 
 def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], keep: bool) -> dict[str, float]:
-    """Seconds of each timed run: `noop_1`, `noop_3`, `noop_5` (medians of `runs`), `changed_5`, `restore_5`."""
+    """Seconds of each timed run: `noop_1`, `noop_3`, `noop_5`, Ansible's `floor_1` and `floor_5`
+    (medians of `runs`), `changed_5`, `restore_5`."""
     results: dict[str, float] = {"runs": runs}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as ephemeral:
         env = {**os.environ, "MOLECULE_EPHEMERAL_DIRECTORY": ephemeral, "ANSIBLE_NOCOLOR": "1"}
@@ -39,11 +41,14 @@ def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], k
             for action in ("create", "prepare", "converge"):
                 sh("molecule", action, "-s", SCENARIO, env=env)
 
-            def timed(*args: str) -> tuple[float, str]:
+            def timed_play(playbook: str, *args: str) -> tuple[float, str]:
                 settle()
                 start = time.perf_counter()
-                out = sh("ansible-playbook", "-i", inventory, "playbooks/site.yml", *args, env=env)
+                out = sh("ansible-playbook", "-i", inventory, playbook, *args, env=env)
                 return time.perf_counter() - start, out
+
+            def timed(*args: str) -> tuple[float, str]:
+                return timed_play("playbooks/site.yml", *args)
 
             for size, hosts in SUBSETS.items():
                 log(f"cluster: no-change run on {size} host(s) x{runs}")
@@ -56,6 +61,13 @@ def measure(runs: int, settle: Callable[[], None], log: Callable[[str], None], k
                         sys.exit(f"bench: not a no-change run on {hosts or 'all'}: {counts}\n{out[-3000:]}")
                     times.append(seconds)
                 results[f"noop_{size}"] = statistics.median(times)
+            # Ansible's floor on the same hosts: what no role can go below as hosts are added.
+            floor = Path(ephemeral) / "floor.yml"
+            floor.write_text(FLOOR)
+            for size, hosts in ((1, SUBSETS[1]), (5, [])):
+                log(f"cluster: Ansible's floor on {size} host(s) x{runs}")
+                limit = ["--limit", ",".join(hosts)] if hosts else []
+                results[f"floor_{size}"] = statistics.median(timed_play(str(floor), *limit)[0] for _ in range(runs))
             for key, extra in (("changed_5", ["-e", CHANGED]), ("restore_5", [])):
                 log(f"cluster: {key.replace('_5', '')} run on 5 hosts")
                 results[key], out = timed(*extra)

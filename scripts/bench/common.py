@@ -1,4 +1,4 @@
-"""What bench.py and cluster.py share: running a command, and reading a play recap."""
+"""What bench.py and cluster.py share: running a command, reading a play recap, Ansible's floor."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def recaps(out: str) -> dict[str, dict[str, int]]:
         host: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counters)}
         for host, counters in re.findall(r"^(\S+)\s*:\s*(ok=\d+.*)$", out, re.M)
     }
+
+
+# Ansible's floor: what any play costs on the same hosts through the same strategy.
+FLOOR = """
+- name: Ansible's floor on the role's hosts (facts at their minimum, one ping), same strategy
+  hosts: dhis_celery
+  gather_facts: false
+  tasks:
+    - name: Minimal facts
+      ansible.builtin.setup:
+        gather_subset: [min]
+    - name: Ping
+      ansible.builtin.ping:
+"""
