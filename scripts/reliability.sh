@@ -2,7 +2,8 @@
 # make reliability: the fault suites' full forms, saving their raw results and generating
 # docs/RELIABILITY.md from them.
 #   default: the Redis fault suite on the default scenario's Debian 12 host (docs/reliability.json);
-#   ha: the RabbitMQ cluster's fault tests on the ha scenario (docs/ha.json).
+#   ha: the RabbitMQ cluster's fault tests on the ha scenario, and TLS between its nodes switched
+#       off and on under load (docs/ha.json).
 # Both by default; `make reliability RELIABILITY_PARTS=ha` runs one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ if [[ " $parts " == *" ha "* ]]; then
   molecule converge -s ha
   inventory=$(converged_inventory ha)
   (cd molecule/ha && MOLECULE_INVENTORY_FILE=$inventory DHIS_HA_BATCH=1000 DHIS_HA_REPORT=$PWD/../../docs/ha.json \
-    pytest -q -s -p no:cacheprovider --ansible-inventory="$inventory" --connection=ansible \
-    tests/test_ha.py -k "losing or killed")
+    DHIS_HA_DIST_SWITCH=1 pytest -q -s -p no:cacheprovider --ansible-inventory="$inventory" --connection=ansible \
+    tests/test_ha.py -k "losing or killed or distribution")
 fi
 echo "Wrote the raw results (docs/reliability.json, docs/ha.json) and docs/RELIABILITY.md"

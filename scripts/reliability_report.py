@@ -100,6 +100,18 @@ def render_ha(ha: dict) -> list[str]:
             "the same task waits for the visibility timeout (case 3 above: up to an hour in production).",
             "",
         ]
+    if "C" in rows:
+        c = rows["C"]
+        lost = c["sent"] - c["completed"]
+        lines += [
+            f"- {c['case']}: two runs of `site.yml` on the whole inventory, each stopping every node and starting "
+            f"them together; {c['done_between_the_runs']} of {c['sent']} tasks were done between the runs, all "
+            f"{c['sent']} {c['seconds']:.0f} s after the first began"
+            + (", none lost" if lost == 0 else f", {lost} lost: a regression")
+            + f" ({c['duplicated']} ran twice). While off, a TLS client with a certificate of the CA got "
+            f"{' / '.join(c['plain_probe'])} from the distribution port (plain Erlang distribution).",
+            "",
+        ]
     return lines
 
 

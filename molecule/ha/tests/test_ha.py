@@ -425,3 +425,53 @@ def test_a_killed_worker_s_task_comes_back_within_seconds(ha: dict[str, Any]) ->
     )
     print(ROWS[-1])
     assert back < 60
+
+
+def distribution(ha: dict[str, Any]) -> dict[str, str]:
+    """Each node's distribution port, probed from a peer node with a certificate of the CA."""
+    peer, ca = ha[NODES[1]], "/etc/dhis-celery-tls/ca.pem"
+    return {name: tls_probe(peer, name, name, ca, DIST_PORT, "/etc/dhis-celery-tls/rabbitmq") for name in NODES}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DHIS_HA_DIST_SWITCH"), reason="make reliability's ha part: every node stops twice"
+)
+def test_the_running_cluster_s_distribution_switches_to_tls_and_back_without_losing_a_task(
+    ha: dict[str, Any],
+) -> None:
+    """site.yml on the whole inventory turns TLS between the nodes off, then on again, while a
+    batch runs: each run stops every node and starts them together (a node of one kind cannot
+    join the other's), the cluster re-forms, the distribution port speaks TLS only when it should,
+    and every task of the batch completes."""
+    app, size = ha["dhis-ha-app"], BATCH
+    assert all(probe.startswith("ok TLSv1.") for probe in distribution(ha).values()), distribution(ha)
+    config_id = int(time.time() * 1000) % 1_000_000_000
+    send_batch(app, config_id, size, WORK)
+    started = time.monotonic()
+    try:
+        plain = play("", {"dhis_celery_rabbitmq_tls_between_nodes": False})
+        assert plain.returncode == 0, (plain.stdout + plain.stderr)[-3000:]
+        plain_probes = distribution(ha)
+        assert not any(probe.startswith("ok") for probe in plain_probes.values()), plain_probes
+        for name in NODES:
+            assert len(ctl(ha[name], "cluster_status")["running_nodes"]) == 3, name
+        done_while_plain = completed(app, config_id)[0]
+    finally:
+        back = play("", {})
+    assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    assert all(probe.startswith("ok TLSv1.") for probe in distribution(ha).values()), distribution(ha)
+    assert wait_for(lambda: completed(app, config_id)[0] >= size, timeout=300, every=1)
+    done, duplicated = completed(app, config_id)
+    ROWS.append(
+        {
+            "case": "C. TLS between the nodes turned off, then on, by site.yml during a batch",
+            "sent": size,
+            "completed": done,
+            "duplicated": duplicated,
+            "done_between_the_runs": done_while_plain,
+            "seconds": round(time.monotonic() - started, 1),
+            "plain_probe": sorted(set(plain_probes.values())),
+        }
+    )
+    print(ROWS[-1])
+    assert done == size, f"{size - done} task(s) lost"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dhis_testlib import LINEAR, MITOGEN, ROOT, admin_redis, app_redis, play, setting, wait_for
+from dhis_testlib import LINEAR, MITOGEN, ROOT, TLS_CA, admin_redis, app_redis, play, setting, wait_for
 
 PLAYS = {
     play_["vars"]["dhis_celery_cli_name"]: play_["vars"]
@@ -202,6 +202,13 @@ def test_an_ops_repository_converges_through_the_built_collection(host: Any, tmp
     restart), then `ansible-playbook dhis2.celery.site` puts the setting back: both converge
     through the collection alone and pass the health gate."""
     inventory = {k: v for k, v in host.ansible.get_variables().items() if k.startswith("dhis_celery_")}
+    # The CA as the ops inventory holds it (PEM text, the key from its vault), not a lookup of
+    # this scenario's directory.
+    ca = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "tls"
+    inventory |= {
+        "dhis_celery_tls_ca_cert": (ca / "ca.pem").read_text(),
+        "dhis_celery_tls_ca_key": (ca / "ca.key").read_text(),
+    }
     env = ops_repository(host, tmp_path, {**inventory, **PLAYS["shop-celery"]})
     unit = "shop-worker@main.service"
     settings = "/etc/shop-celery/python/dhis_celery_settings.py"
@@ -230,6 +237,7 @@ QUEUES_HELPER = "/usr/local/lib/dhis-celery/dhis_celery_queues.py"
 def held(host: Any) -> dict:
     """What the running broker holds, every database (the role's own counter, as its admin)."""
     spec = {"host": "127.0.0.1", "port": 6379, "user": setting(host, "dhis_celery_redis_admin_user")}
+    spec |= {"tls_ca_file": TLS_CA} if setting(host, "dhis_celery_redis_tls") else {}
     command = f"python3 -I {QUEUES_HELPER} {shlex.quote(json.dumps({**spec, 'all_databases': True}))}"
     result = host.run(f"printf '%s\\n' {shlex.quote(setting(host, 'dhis_celery_redis_admin_password'))} | {command}")
     assert result.rc == 0, result.stderr
