@@ -29,7 +29,8 @@ if [[ " $parts " == *" ha "* ]]; then
   molecule create -s ha
   molecule converge -s ha
   inventory=$(converged_inventory ha)
-  (cd molecule/ha && MOLECULE_INVENTORY_FILE=$inventory DHIS_HA_BATCH=1000 DHIS_HA_REPORT=$PWD/../../docs/ha.json \
+  # The scenario's inventory reads its CA from Molecule's ephemeral directory (the tests run plays).
+  (cd molecule/ha && MOLECULE_INVENTORY_FILE=$inventory MOLECULE_EPHEMERAL_DIRECTORY=$(dirname "$(dirname "$inventory")") DHIS_HA_BATCH=1000 DHIS_HA_REPORT=$PWD/../../docs/ha.json \
     DHIS_HA_DIST_SWITCH=1 pytest -q -s -p no:cacheprovider --ansible-inventory="$inventory" --connection=ansible \
     tests/test_ha.py -k "losing or killed or distribution")
 fi
