@@ -301,3 +301,21 @@ def test_worker_defaults_agree_with_the_argument_spec() -> None:
     suboptions = spec["dhis_celery_workers"]["options"]
     for key, value in PLAN.WORKER_DEFAULTS.items():
         assert suboptions[key].get("default", []) == value, key
+
+
+def test_a_pool_s_own_library_is_installed_only_where_a_worker_runs_that_pool() -> None:
+    def packages(workers: list[dict], parts: dict = PARTS) -> list[str]:
+        return PLAN.dhis_celery_plan({**good(), "dhis_celery_workers": workers}, parts, FACTS)["pip_packages"]
+
+    base = good()["dhis_celery_pip_packages"]
+    assert packages([W]) == base
+    io = {"name": "sync", "queues": ["sync"], "pool": "gevent", "concurrency": 64}
+    assert packages([W, io, {**io, "name": "sync2"}]) == [*base, "gevent==26.9.0"]
+    # A host that runs no worker (the web or Beat host) needs none.
+    assert packages([W, io], {**PARTS, "workers": False}) == base
+
+
+def test_a_pool_s_packages_must_be_a_list_of_requirements() -> None:
+    io = {"name": "sync", "queues": ["sync"], "pool": "gevent"}
+    found = problems(dhis_celery_workers=[io], dhis_celery_pip_pool_packages={"gevent": "gevent"})
+    assert [p.split(":")[0] for p in found] == ["dhis_celery_pip_pool_packages"]

@@ -605,6 +605,23 @@ def _tls(v: dict, parts: dict, problems: Problems) -> None:
             )
 
 
+def _pip_packages(v: dict, workers: list[dict], problems: Problems) -> list[str]:
+    """dhis_celery_pip_packages, then what the pools this host's workers use need (gevent's own
+    package for a gevent pool), each once."""
+    packages = [str(p) for p in _list(v.get("dhis_celery_pip_packages"))]
+    extra = v.get("dhis_celery_pip_pool_packages") or {}
+    if not isinstance(extra, dict):
+        problems.add("dhis_celery_pip_pool_packages", "must be a mapping of pool: [pip requirement, ...].")
+        extra = {}
+    for pool in dict.fromkeys(w["pool"] for w in workers):
+        wanted = extra.get(pool) or []
+        if not isinstance(wanted, list) or not all(isinstance(r, str) and r for r in wanted):
+            problems.add("dhis_celery_pip_pool_packages", f"{pool}: must be a list of pip requirements.")
+            continue
+        packages += wanted
+    return list(dict.fromkeys(packages))
+
+
 def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None = None) -> dict:
     """This host's plan: normalised values the role reads, and the problems found in the inputs."""
     v, parts, facts = dict(inputs), dict(parts or {}), dict(facts or {})
@@ -651,9 +668,12 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
     service = str(v.get("dhis_celery_django_service") or "")
     if service and not service.endswith(".service"):
         service += ".service"
+    pip_packages = _pip_packages(v, workers, problems)
     return {
         "workers": workers,
         "worker_names": [w["name"] for w in workers],
+        # What the role installs into the virtualenv on this host.
+        "pip_packages": pip_packages,
         "routed_queues": routed,
         "consumed_queues": consumed,
         "unrouted_queues": [q for q in routed if q not in consumed],

@@ -46,7 +46,14 @@ TUNED: dict[str, dict] = {
             {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
         ]
     }
-    for pool, concurrency in (("prefork", 8), ("threads", 12), ("threads", 16), ("threads", 32))
+    for pool, concurrency in (
+        ("prefork", 8),
+        ("threads", 12),
+        ("threads", 16),
+        ("threads", 32),
+        ("gevent", 16),
+        ("gevent", 32),
+    )
 }
 
 # Runs inside the role's host with the role's settings: `dhis-celery python -c LOAD ARGS`.
@@ -652,6 +659,8 @@ def main() -> None:
             sh("docker", "rm", "-f", name, check=False)
     if not args.no_cluster:
         results.cluster = cluster.measure(args.cluster_runs, settle, log, args.keep)
+    elif SAVED.exists():  # the cluster's figures keep their own run, which they name
+        results.cluster = json.loads(SAVED.read_text())["results"].get("cluster", {})
 
     markdown = table(results, args.runs)
     print(markdown)
