@@ -53,6 +53,10 @@ def beat(row: dict) -> str:
     )
 
 
+# What docs/ha.json files saved before the test recorded the project's layout measured.
+LEGACY_HA_PROJECT = "one host with one prefork worker of concurrency 4, Beat and Redis (the cache, Beat's fence)"
+
+
 def render_ha(ha: dict) -> list[str]:
     """The RabbitMQ section, from molecule/ha's fault tests (docs/ha.json)."""
     rows = {r["case"].split(".")[0]: r for r in ha["rows"]}
@@ -60,8 +64,8 @@ def render_ha(ha: dict) -> list[str]:
         "## A RabbitMQ broker that loses a node (`ha` scenario)",
         "",
         f"Measured {ha['measured_at']} on {ha['machine']}: three RabbitMQ 3.10 nodes on Debian 12, one "
-        "cluster, every task queue a quorum queue (`dhis_celery_broker: rabbitmq`); one project host with one "
-        "prefork worker of concurrency 4, Beat and Redis (the cache, Beat's fence). Raw results: `docs/ha.json`. "
+        "cluster, every task queue a quorum queue (`dhis_celery_broker: rabbitmq`); the project: "
+        f"{ha['parameters'].get('project', LEGACY_HA_PROJECT)}. Raw results: `docs/ha.json`. "
         f"Re-run: `make reliability` (the `ha` scenario's fault tests with DHIS_HA_BATCH={ha['parameters']['batch']}).",
         "",
     ]

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import NODES
+from conftest import APP, BEAT_HOST, NODES, PROJECT, WORKER_HOST
 from dhis_testlib import completed, django, play, run, send_batch, setting, wait_for
 
 # `make reliability` runs the fault tests in a larger form and saves the rows (docs/ha.json),
@@ -34,6 +34,11 @@ ROWS: list[dict] = []
 VHOST = "dhis_celery"
 QUEUES = {"celery", "sync", "monitor"}
 WORKER = "celery-worker@default"
+# As molecule.yml lays the project out; docs/RELIABILITY.md says what was measured.
+PROJECT_LAYOUT = (
+    "a web host (Flower; Redis for the cache and Beat's fence; PostgreSQL for Beat's schedule and the "
+    "results), a worker host with one prefork worker of concurrency 4, and a Beat host"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,7 +53,7 @@ def report() -> Iterator[None]:
     results = {
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.system()} {platform.release()}, {cpus} cores, {mem} GiB",
-        "parameters": {"batch": BATCH, "work": WORK},
+        "parameters": {"batch": BATCH, "work": WORK, "project": PROJECT_LAYOUT},
         "rows": ROWS,
     }
     Path(REPORT).write_text(json.dumps(results, indent=2) + "\n")
@@ -70,8 +75,24 @@ def test_three_nodes_form_one_cluster(ha: dict[str, Any]) -> None:
         assert sorted(status["running_nodes"]) == [f"rabbit@{n}" for n in NODES], name
 
 
+def test_each_project_host_runs_its_part_only(ha: dict[str, Any]) -> None:
+    """The worker on the worker host, Beat on the Beat host, Flower and Redis on the web host;
+    the worker and Beat hold their AMQP connections to the cluster."""
+    parts = {
+        APP: {"celery-flower.service", "redis-server.service"},
+        WORKER_HOST: {f"{WORKER}.service"},
+        BEAT_HOST: {"celery-beat.service"},
+    }
+    every = set().union(*parts.values())
+    for name, mine in parts.items():
+        for unit in every:
+            assert ha[name].service(unit).is_running == (unit in mine), (name, unit)
+    for name in (WORKER_HOST, BEAT_HOST):
+        assert wait_for(lambda host=ha[name]: amqp_connections(host) != "", timeout=30), name
+
+
 def test_every_task_queue_is_a_quorum_queue_on_every_node(ha: dict[str, Any]) -> None:
-    send_batch(ha["dhis-ha-app"], 7, 3)  # declares the queues if no worker has yet
+    send_batch(ha[APP], 7, 3)  # declares the queues if no worker has yet
     found = queues(ha[NODES[0]])
     assert QUEUES <= set(found), found
     for name in QUEUES:
@@ -133,7 +154,7 @@ def tls_probe(app: Any, node: str, name: str, cafile: str, port: int = 5671, cer
 
 
 def test_amqp_speaks_only_tls_and_clients_check_the_ca_and_the_name(ha: dict[str, Any]) -> None:
-    app, ca = ha["dhis-ha-app"], "/etc/dhis-celery-tls/ca.pem"
+    app, ca = ha[APP], "/etc/dhis-celery-tls/ca.pem"
     for name in NODES:
         ports = {line.split()[3].rsplit(":", 1)[1] for line in run(ha[name], "ss -Hltn").splitlines()}
         assert "5671" in ports and "5672" not in ports, (name, ports)
@@ -148,7 +169,7 @@ def test_nothing_secret_crosses_the_network_in_clear_text(ha: dict[str, Any]) ->
     which replicates every message of a quorum queue), while the project's host logs in and sends
     a task: it shows neither the password nor the task's argument. A control sent in clear text
     to each port shows in it, so the capture does see what crosses in clear."""
-    node, app = ha[NODES[0]], ha["dhis-ha-app"]
+    node, app = ha[NODES[0]], ha[APP]
     stamp = int(time.time() * 1000)
     config_id = 986_000 + int(time.time()) % 1000
     controls = {port: f"control-{port}-{stamp}" for port in (5671, DIST_PORT)}
@@ -182,7 +203,7 @@ def test_the_nodes_and_their_cli_speak_tls_only_with_certificates_of_the_ca(ha: 
     """Each node's distribution port (the other nodes, rabbitmqctl) completes a TLS session for a
     peer that presents a certificate of the inventory's CA, and refuses one that presents none;
     rabbitmqctl, which connects the same way, sees the whole cluster."""
-    app, peer, ca = ha["dhis-ha-app"], ha[NODES[1]], "/etc/dhis-celery-tls/ca.pem"
+    app, peer, ca = ha[APP], ha[NODES[1]], "/etc/dhis-celery-tls/ca.pem"
     for name in NODES:
         assert len(ctl(ha[name], "cluster_status")["running_nodes"]) == 3, name
         with_cert = tls_probe(peer, name, name, ca, DIST_PORT, "/etc/dhis-celery-tls/rabbitmq")
@@ -193,14 +214,15 @@ def test_the_nodes_and_their_cli_speak_tls_only_with_certificates_of_the_ca(ha: 
 
 
 def test_no_secret_in_the_nodes_or_the_settings_but_where_it_belongs(ha: dict[str, Any]) -> None:
-    app = ha["dhis-ha-app"]
+    app = ha[APP]
     password = setting(app, "dhis_celery_rabbitmq_password")
     for name in NODES:
         assert password not in ha[name].run("cat /etc/rabbitmq/rabbitmq.conf /etc/rabbitmq/enabled_plugins").stdout
         cookie = ha[name].file("/var/lib/rabbitmq/.erlang.cookie")
         assert (cookie.user, cookie.mode) == ("rabbitmq", 0o400)
-    secrets = app.file("/etc/dhis-celery/python/dhis_celery_secrets.py")
-    assert secrets.mode == 0o640 and secrets.user == "root"
+    for name in PROJECT:
+        secrets = ha[name].file("/etc/dhis-celery/python/dhis_celery_secrets.py")
+        assert secrets.mode == 0o640 and secrets.user == "root", name
 
 
 def waiting_in_rabbitmq(ha: dict[str, Any]) -> int:
@@ -234,7 +256,7 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
     """Each node's queue-metrics timer counts through the loopback management API, as a user who
     may look and do nothing else: a task waiting while the worker is stopped shows on every node,
     and the count falls back to 0 once the worker drained it."""
-    app, first = ha["dhis-ha-app"], ha[NODES[0]]
+    app, first = ha[APP], ha[NODES[0]]
     user = setting(app, "dhis_celery_rabbitmq_metrics_user")
     assert ctl(first, "list_user_permissions", user) == [
         {"vhost": VHOST, "configure": "^$", "write": "^$", "read": "^$"}
@@ -245,7 +267,8 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
     )
     for name in NODES:
         assert run(ha[name], f"systemctl is-active {METRICS_UNIT}.timer").strip() == "active", name
-    run(app, f"systemctl stop celery-beat.service {WORKER}.service")
+    run(ha[BEAT_HOST], "systemctl stop celery-beat.service")
+    run(ha[WORKER_HOST], f"systemctl stop {WORKER}.service")
     try:
         send_batch(app, int(time.time()) % 1_000_000_000, 2)
         # The management API's counts are statistics, refreshed every few seconds.
@@ -255,7 +278,8 @@ def test_every_node_reports_the_queue_lengths_for_prometheus(ha: dict[str, Any])
         for secret in (password, setting(app, "dhis_celery_rabbitmq_password")):
             assert secret not in run(first, f"cat {TEXTFILE}")
     finally:
-        run(app, f"systemctl start {WORKER}.service celery-beat.service")
+        run(ha[WORKER_HOST], f"systemctl start {WORKER}.service")
+        run(ha[BEAT_HOST], "systemctl start celery-beat.service")
     assert wait_for(lambda: sync_length(first) == 0, timeout=60, every=2)
 
 
@@ -265,7 +289,7 @@ def test_queue_metrics_turned_off_take_their_timer_and_their_user_with_them(ha: 
     (users are cluster-wide; it stays while any node's interval is above 0). Turned on again,
     both come back."""
     first = ha[NODES[0]]
-    user = setting(ha["dhis-ha-app"], "dhis_celery_rabbitmq_metrics_user")
+    user = setting(ha[APP], "dhis_celery_rabbitmq_metrics_user")
 
     def users() -> set[str]:
         return {row["user"] for row in ctl(first, "list_users")}
@@ -287,37 +311,45 @@ def test_a_broker_switch_waits_for_a_drained_broker_then_moves_the_project(ha: d
     """1. A task waits in RabbitMQ (worker and Beat stopped): the switch to Redis is refused
     before any change, naming dhis_celery_broker. 2. Drained, the switch goes through and tasks
     run through Redis. 3. Back to RabbitMQ the same way."""
-    app, name = ha["dhis-ha-app"], "dhis-ha-app"
+    app, worker, beat = ha[APP], ha[WORKER_HOST], ha[BEAT_HOST]
+    hosts = ",".join(PROJECT)
     settings = "/etc/dhis-celery/python/dhis_celery_settings.py"
-    run(app, f"systemctl stop celery-beat.service {WORKER}.service")
+
+    def on_amqp() -> list[bool]:
+        return ["amqp://" in ha[name].file(settings).content_string for name in PROJECT]
+
+    run(beat, "systemctl stop celery-beat.service")
+    run(worker, f"systemctl stop {WORKER}.service")
     try:
         send_batch(app, int(time.time()) % 1_000_000_000, 1)
         assert wait_for(lambda: waiting_in_rabbitmq(ha) > 0, timeout=10)
-        refused = play(name, {"dhis_celery_broker": "redis"})
+        refused = play(hosts, {"dhis_celery_broker": "redis"})
         output = refused.stdout + refused.stderr
         assert refused.returncode != 0, output[-3000:]
         refusal = r"dhis_celery_broker: switching to redis .* holds [1-9]\d* waiting message"
         assert re.search(refusal, output), output[-3000:]
-        assert re.search(r"changed=0 ", output.split("PLAY RECAP")[-1]), output[-3000:]
-        assert "amqp://" in app.file(settings).content_string
+        assert not re.search(r"changed=[1-9]", output.split("PLAY RECAP")[-1]), output[-3000:]
+        assert on_amqp() == [True] * 3
     finally:
-        run(app, f"systemctl start {WORKER}.service")
+        run(worker, f"systemctl start {WORKER}.service")
     assert wait_for(lambda: waiting_in_rabbitmq(ha) == 0, timeout=60)
-    moved = play(name, {"dhis_celery_broker": "redis"})
+    moved = play(hosts, {"dhis_celery_broker": "redis"})
     assert moved.returncode == 0, (moved.stdout + moved.stderr)[-3000:]
-    assert "amqp://" not in app.file(settings).content_string
+    assert on_amqp() == [False] * 3
     round_trip(app)
-    # Nothing of the project talks AMQP any more: every unit restarted onto Redis.
-    assert wait_for(lambda: amqp_connections(app) == "", timeout=30), amqp_connections(app)
+    # Nothing of the project talks AMQP any more: every unit of every host restarted onto Redis.
+    for name in PROJECT:
+        assert wait_for(lambda host=ha[name]: amqp_connections(host) == "", timeout=30), name
     # Back: Beat (started by the run) stopped again so that the Redis broker drains.
-    run(app, "systemctl stop celery-beat.service")
+    run(beat, "systemctl stop celery-beat.service")
     time.sleep(3)
-    back = play(name, {})
+    back = play(hosts, {})
     assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
-    assert "amqp://" in app.file(settings).content_string
+    assert on_amqp() == [True] * 3
     round_trip(app)
-    assert amqp_connections(app)
-    assert app.service("celery-beat.service").is_running
+    for name in (WORKER_HOST, BEAT_HOST):
+        assert wait_for(lambda host=ha[name]: amqp_connections(host) != "", timeout=30), name
+    assert beat.service("celery-beat.service").is_running
 
 
 def power_off(name: str) -> None:
@@ -349,7 +381,7 @@ def beat_runs(app: Any) -> int:
 
 
 def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> None:
-    app, size = ha["dhis-ha-app"], BATCH
+    app, size = ha[APP], BATCH
     leader = queues(ha[NODES[0]])["celery"]["leader"].split("@", 1)[1]
     survivor = ha[next(n for n in NODES if n != leader)]
     config_id = int(time.time() * 1000) % 1_000_000_000
@@ -402,12 +434,12 @@ def test_losing_the_leader_of_the_queues_loses_no_task(ha: dict[str, Any]) -> No
 
 
 def test_a_killed_worker_s_task_comes_back_within_seconds(ha: dict[str, Any]) -> None:
-    app = ha["dhis-ha-app"]
+    app = ha[APP]
     config_id = int(time.time() * 1000) % 1_000_000_000
     send_batch(app, config_id, 1, KILLED_WORK)
     assert wait_for(lambda: "celery_trigger_auto_sync" in run(app, "dhis-celery celery inspect active --json"), 30, 0.5)
     killed = time.monotonic()
-    run(app, f"systemctl kill -s KILL {WORKER}")
+    run(ha[WORKER_HOST], f"systemctl kill -s KILL {WORKER}")
     # RabbitMQ requeues the task as soon as the worker's connection closes; systemd restarts
     # the worker, which takes it again (no visibility timeout to wait for, unlike Redis).
     assert wait_for(lambda: completed(app, config_id)[0] == 1, timeout=90, every=0.5)
@@ -443,7 +475,7 @@ def test_the_running_cluster_s_distribution_switches_to_tls_and_back_without_los
     batch runs: each run stops every node and starts them together (a node of one kind cannot
     join the other's), the cluster re-forms, the distribution port speaks TLS only when it should,
     and every task of the batch completes."""
-    app, size = ha["dhis-ha-app"], BATCH
+    app, size = ha[APP], BATCH
     assert all(probe.startswith("ok TLSv1.") for probe in distribution(ha).values()), distribution(ha)
     config_id = int(time.time() * 1000) % 1_000_000_000
     send_batch(app, config_id, size, WORK)
