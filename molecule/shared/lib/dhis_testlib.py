@@ -72,24 +72,18 @@ def redis(host: Any, port: int, *args: str, user: str = "", password: str = "") 
     return host.run(f"{env}redis-cli --no-auth-warning {tls}-p {port} {auth} {quoted}").stdout.strip()
 
 
+def _as(host: Any, role: str, port: int, args: tuple[str, ...]) -> str:
+    """redis() as the inventory's ROLE user ("" for the application's, "admin_" for the admin)."""
+    user, password = (setting(host, f"dhis_celery_redis_{role}{what}") for what in ("user", "password"))
+    return redis(host, port, *args, user=user, password=password)
+
+
 def app_redis(host: Any, port: int, *args: str) -> str:
-    return redis(
-        host,
-        port,
-        *args,
-        user=setting(host, "dhis_celery_redis_user"),
-        password=setting(host, "dhis_celery_redis_password"),
-    )
+    return _as(host, "", port, args)
 
 
 def admin_redis(host: Any, port: int, *args: str) -> str:
-    return redis(
-        host,
-        port,
-        *args,
-        user=setting(host, "dhis_celery_redis_admin_user"),
-        password=setting(host, "dhis_celery_redis_admin_password"),
-    )
+    return _as(host, "admin_", port, args)
 
 
 def django(host: Any, code: str) -> str:
