@@ -107,15 +107,30 @@ def render_ha(ha: dict) -> list[str]:
     if "C" in rows:
         c = rows["C"]
         lost = c["sent"] - c["completed"]
+        # Files saved before the second batch existed timed the first batch alone.
+        second = "second_sent" in c
         lines += [
             f"- {c['case']}: two runs of `site.yml` on the whole inventory, each stopping every node and starting "
-            f"them together; {c['done_between_the_runs']} of {c['sent']} tasks were done between the runs, all "
-            f"{c['sent']} {c['seconds']:.0f} s after the first began"
+            f"them together. Of a first batch of {c['sent']} tasks of {ha['parameters']['work']} s, sent before "
+            f"the first run, {c['done_between_the_runs']} were done between the runs"
             + (", none lost" if lost == 0 else f", {lost} lost: a regression")
-            + f" ({c['duplicated']} ran twice). While off, a TLS client with a certificate of the CA got "
-            f"{' / '.join(c['plain_probe'])} from the distribution port (plain Erlang distribution).",
-            "",
+            + f" ({c['duplicated']} ran twice)."
         ]
+        if second:
+            second_lost = c["second_sent"] - c["second_completed"]
+            lines[-1] += (
+                f" A second batch of {c['second_sent']} tasks of {c['second_work']} s, sent between the runs, had "
+                f"{c['second_sent'] - c['second_done_when_the_second_run_ended']} tasks not yet done when the second "
+                "run (which stops every node) ended: "
+                + ("none was lost" if second_lost == 0 else f"{second_lost} were lost, a regression")
+                + f" ({c['second_duplicated']} ran twice)."
+            )
+        lines[-1] += (
+            f" {'Both batches' if second else 'The batch'} were done {c['seconds']:.0f} s after the first run began. "
+            f"While off, a TLS client with a certificate of the CA got {' / '.join(c['plain_probe'])} from the "
+            "distribution port (plain Erlang distribution)."
+        )
+        lines += [""]
     return lines
 
 

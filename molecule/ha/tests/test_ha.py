@@ -30,6 +30,7 @@ BATCH = int(os.environ.get("DHIS_HA_BATCH", "300"))
 REPORT = os.environ.get("DHIS_HA_REPORT", "")
 WORK = 0.2
 KILLED_WORK = 8.0
+SECOND_WORK = 1.0  # case C's second batch outlasts a run of site.yml
 ROWS: list[dict] = []
 VHOST = "dhis_celery"
 QUEUES = {"celery", "sync", "monitor"}
@@ -471,10 +472,12 @@ def distribution(ha: dict[str, Any]) -> dict[str, str]:
 def test_the_running_cluster_s_distribution_switches_to_tls_and_back_without_losing_a_task(
     ha: dict[str, Any],
 ) -> None:
-    """site.yml on the whole inventory turns TLS between the nodes off, then on again, while a
-    batch runs: each run stops every node and starts them together (a node of one kind cannot
+    """site.yml on the whole inventory turns TLS between the nodes off, then on again, while
+    tasks run: each run stops every node and starts them together (a node of one kind cannot
     join the other's), the cluster re-forms, the distribution port speaks TLS only when it should,
-    and every task of the batch completes."""
+    and every task completes. A first batch is sent before the first run; a second, of longer
+    tasks, between the runs, so that it is still waiting in the queues when the second run
+    stops the nodes."""
     app, size = ha[APP], BATCH
     assert all(probe.startswith("ok TLSv1.") for probe in distribution(ha).values()), distribution(ha)
     config_id = int(time.time() * 1000) % 1_000_000_000
@@ -488,12 +491,17 @@ def test_the_running_cluster_s_distribution_switches_to_tls_and_back_without_los
         for name in NODES:
             assert len(ctl(ha[name], "cluster_status")["running_nodes"]) == 3, name
         done_while_plain = completed(app, config_id)[0]
+        second_id = config_id + 1
+        send_batch(app, second_id, size, SECOND_WORK)
     finally:
         back = play("", {})
     assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    second_done_at_switch = completed(app, second_id)[0]
     assert all(probe.startswith("ok TLSv1.") for probe in distribution(ha).values()), distribution(ha)
     assert wait_for(lambda: completed(app, config_id)[0] >= size, timeout=300, every=1)
+    assert wait_for(lambda: completed(app, second_id)[0] >= size, timeout=size * SECOND_WORK, every=1)
     done, duplicated = completed(app, config_id)
+    second_done, second_duplicated = completed(app, second_id)
     ROWS.append(
         {
             "case": "C. TLS between the nodes turned off, then on, by site.yml during a batch",
@@ -501,9 +509,17 @@ def test_the_running_cluster_s_distribution_switches_to_tls_and_back_without_los
             "completed": done,
             "duplicated": duplicated,
             "done_between_the_runs": done_while_plain,
+            "second_sent": size,
+            "second_work": SECOND_WORK,
+            "second_done_when_the_second_run_ended": second_done_at_switch,
+            "second_completed": second_done,
+            "second_duplicated": second_duplicated,
             "seconds": round(time.monotonic() - started, 1),
             "plain_probe": sorted(set(plain_probes.values())),
         }
     )
     print(ROWS[-1])
-    assert done == size, f"{size - done} task(s) lost"
+    assert done == size, f"{size - done} task(s) of the first batch lost"
+    assert second_done == size, f"{size - second_done} task(s) of the second batch lost"
+    # Without tasks still waiting when the second run stopped the nodes, this test proves nothing.
+    assert second_done_at_switch < size, "the second batch ended before the second run: make its tasks longer"
