@@ -250,6 +250,7 @@ def test_worker_defaults_are_filled_in_once() -> None:
             "queues": ["celery"],
             "child_args": [],
             "concurrency": 4,
+            "prefetch_multiplier": 1,
             "unit": "celery-worker@a.service",
             "env_file": "/etc/dhis-celery/worker-a.env",
             "memory_dropin": "/etc/systemd/system/celery-worker@a.service.d/memory.conf",
@@ -267,6 +268,36 @@ def test_memory_fences_become_child_arguments_and_a_drop_in() -> None:
     (planned,) = plan["workers"]
     assert planned["child_args"] == ["--max-tasks-per-child=50", "--max-memory-per-child=200000"]
     assert planned["memory_fenced"] and planned["memory_high"] == ""
+
+
+@pytest.mark.parametrize(
+    ("pool", "broker", "given", "expected"),
+    [
+        ("prefork", "redis", {}, 1),
+        ("threads", "redis", {}, 1),
+        # A green pool's synchronous consumer on Redis would wait a second after each full batch.
+        ("gevent", "redis", {}, 2),
+        ("eventlet", "redis", {}, 2),
+        ("gevent", "rabbitmq", {}, 1),
+        ("gevent", "redis", {"prefetch_multiplier": 1}, 1),
+        ("prefork", "redis", {"prefetch_multiplier": 4}, 4),
+    ],
+)
+def test_each_worker_gets_its_prefetch_multiplier(pool: str, broker: str, given: dict, expected: int) -> None:
+    worker = {"name": "a", "queues": ["celery"], "pool": pool, **given}
+    inputs = {**good(), "dhis_celery_workers": [worker], "dhis_celery_broker": broker}
+    plan = PLAN.dhis_celery_plan(inputs, PARTS, FACTS)
+    assert [w["prefetch_multiplier"] for w in plan["workers"]] == [expected]
+
+
+def test_a_prefetch_multiplier_of_zero_is_refused_naming_the_worker() -> None:
+    worker = {"name": "a", "queues": ["celery"], "prefetch_multiplier": 0}
+    assert [p.split(":")[0] for p in problems(dhis_celery_workers=[worker])] == [
+        "dhis_celery_workers[0].prefetch_multiplier"
+    ]
+    assert [p.split(":")[0] for p in problems(dhis_celery_worker_prefetch_multiplier="two")] == [
+        "dhis_celery_worker_prefetch_multiplier"
+    ]
 
 
 def test_a_host_without_the_workers_part_runs_no_worker() -> None:

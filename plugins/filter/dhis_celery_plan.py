@@ -54,6 +54,8 @@ PEM_VARIABLES = {
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
+# Pools whose worker consumes through kombu's synchronous loop, not its event loop.
+GREEN_POOLS = ("gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Whole-string patterns: \Z, never $, which also matches before a trailing newline.
@@ -174,13 +176,16 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
             "dhis_celery_workers", "is empty: declare at least one worker, e.g. [{name: default, queues: [celery]}]."
         )
     prefix, conf_dir = v.get("dhis_celery_unit_prefix", "celery"), v.get("dhis_celery_conf_dir", "")
+    prefetch = _int(
+        v.get("dhis_celery_worker_prefetch_multiplier", 1), "dhis_celery_worker_prefetch_multiplier", problems, 1, 64
+    )
     workers, names = [], set()
     for index, entry in enumerate(raw):
         where = f"dhis_celery_workers[{index}]"
         if not isinstance(entry, dict):
             problems.add(where, "must be a mapping with at least name and queues.")
             continue
-        unknown = set(entry) - {"name", "queues", "concurrency", *WORKER_DEFAULTS}
+        unknown = set(entry) - {"name", "queues", "concurrency", "prefetch_multiplier", *WORKER_DEFAULTS}
         if unknown:
             problems.add(where, f"has unknown keys {sorted(unknown)}.")
         worker = {**WORKER_DEFAULTS, "concurrency": max(vcpus, 1), **entry}
@@ -202,6 +207,18 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
         worker["concurrency"] = _int(worker["concurrency"], f"{where}.concurrency", problems, 1, 1024)
         if worker["pool"] not in POOLS:
             problems.add(f"{where}.pool", f"must be one of {', '.join(POOLS)}; got {worker['pool']!r}.")
+        # A green pool's synchronous loop on the Redis transport stops asking for messages once
+        # every slot holds one, and asks again only when its poll times out (a second): each
+        # batch of `concurrency` tasks then waits for it. Two batches reserved keep the next at
+        # hand; docs/PERFORMANCE.md has the throughput of both.
+        green_on_redis = worker["pool"] in GREEN_POOLS and v.get("dhis_celery_broker", "redis") == "redis"
+        worker["prefetch_multiplier"] = _int(
+            worker.get("prefetch_multiplier", max(prefetch, 2) if green_on_redis else prefetch),
+            f"{where}.prefetch_multiplier",
+            problems,
+            1,
+            64,
+        )
         if worker["loglevel"] not in LOGLEVELS:
             problems.add(f"{where}.loglevel", f"must be one of {', '.join(LOGLEVELS)}; got {worker['loglevel']!r}.")
         extra = worker["extra_args"] if isinstance(worker["extra_args"], list) else [worker["extra_args"]]

@@ -34,27 +34,39 @@ TASKS = "dhis_app.services.auto_sync.celery_tasks"
 # The role's default worker, and the variants tried: its log level, its task events (Flower's
 # feed), and the layouts for the I/O-bound sync queue. Each is a set of extra variables.
 DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
-TUNED: dict[str, dict] = {
-    # The default worker without its per-task log lines in the journal (what they cost).
-    "role default, loglevel: warning": {"dhis_celery_workers": [{**DEFAULT_WORKERS[0], "loglevel": "warning"}]},
-    # No task events: nothing for the workers to publish, nothing for Flower to digest (what they cost).
-    "role default, task events off": {"dhis_celery_workers": DEFAULT_WORKERS, "dhis_celery_task_events": False},
-} | {
-    f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): {
-        "dhis_celery_workers": [
-            {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
-            {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
-        ]
+TUNED: dict[str, dict] = (
+    {
+        # The default worker without its per-task log lines in the journal (what they cost).
+        "role default, loglevel: warning": {"dhis_celery_workers": [{**DEFAULT_WORKERS[0], "loglevel": "warning"}]},
+        # No task events: nothing for the workers to publish, nothing for Flower to digest (what they cost).
+        "role default, task events off": {"dhis_celery_workers": DEFAULT_WORKERS, "dhis_celery_task_events": False},
     }
-    for pool, concurrency in (
-        ("prefork", 8),
-        ("threads", 12),
-        ("threads", 16),
-        ("threads", 32),
-        ("gevent", 16),
-        ("gevent", 32),
-    )
-}
+    | {
+        f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): {
+            "dhis_celery_workers": [
+                {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
+                {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
+            ]
+        }
+        for pool, concurrency in (
+            ("prefork", 8),
+            ("threads", 12),
+            ("threads", 16),
+            ("threads", 32),
+            ("gevent", 16),
+            ("gevent", 32),
+        )
+    }
+    | {
+        # What a green pool's default prefetch of 2 buys (plugins/filter/dhis_celery_plan.py).
+        "sync: gevent x16, prefetch multiplier 1": {
+            "dhis_celery_workers": [
+                {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
+                {"name": "sync", "queues": ["sync"], "concurrency": 16, "pool": "gevent", "prefetch_multiplier": 1},
+            ]
+        }
+    }
+)
 
 # Runs inside the role's host with the role's settings: `dhis-celery python -c LOAD ARGS`.
 LOAD = f"""
@@ -92,6 +104,7 @@ class Results:
     rounds: dict[str, list[float]] = field(default_factory=dict)  # role / guide, per paired round
     profile: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU ms per no-op task
     rerun_measured: dict[str, object] = field(default_factory=dict)  # set by --only-rerun: its own run
+    tuned_measured: dict[str, object] = field(default_factory=dict)  # set by --only-tuned: its own run
 
 
 def log(message: str) -> None:
@@ -457,6 +470,13 @@ def table(results: Results, runs: int) -> str:
         f"\nThe guide's hand-started worker runs prefork with {results.concurrency[guide_label]} processes "
         "(Celery's default: one per core)."
     )
+    if results.tuned_measured:
+        t = results.tuned_measured
+        rows.append(
+            f"The rows after the role default's (the tuned layouts) were measured {t['measured_at']} with "
+            f"`{t['command']}`, on a fresh host of their own, median of {t['runs']}; their ratios compare them "
+            "with the guide's worker above."
+        )
     if results.profile:
         groups = [name for name, _ in GROUPS] + ["other"]
         rows += [
@@ -541,7 +561,11 @@ def summary(saved: dict) -> str:
     )
     later = [
         f"{what} from {m['measured_at']}, `{m['command']}`"
-        for what, m in (("the re-run and the floor", results.rerun_measured), ("the cluster", results.cluster))
+        for what, m in (
+            ("the re-run and the floor", results.rerun_measured),
+            ("the tuned layouts", results.tuned_measured),
+            ("the cluster", results.cluster),
+        )
         if m and "measured_at" in m
     ]
     return (
@@ -595,6 +619,43 @@ def measure_rerun_alone(args: argparse.Namespace) -> None:
         write_report()
 
 
+def measure_tuned_alone(args: argparse.Namespace) -> None:
+    """The tuned worker layouts measured again into the saved results, on a fresh host of their
+    own; the guide's worker and the role's default keep their paired run, and these rows name theirs."""
+    saved = json.loads(SAVED.read_text())
+    results = Results()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        hosts = inventory(directory, guide=False)
+        log("a fresh container, the example app deployed (not timed)")
+        fresh_container(ROLE_HOST)
+        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
+        measure_tuned(results, directory, hosts, Sizes(args.noop_tasks, args.io_tasks, args.runs))
+    if not args.keep:
+        sh("docker", "rm", "-f", ROLE_HOST, check=False)
+    print(json.dumps(results.throughput, indent=2))
+    if not args.no_report:
+        kept = {GUIDE, DEFAULT}
+        for key in ("throughput", "concurrency", "profile"):
+            rows = {k: v for k, v in saved["results"][key].items() if k in kept}
+            saved["results"][key] = rows | getattr(results, key)
+        saved["results"]["tuned_measured"] = {
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"',
+            "runs": args.runs,
+        }
+        SAVED.write_text(json.dumps(saved, indent=2) + "\n")
+        write_report()
+
+
+def measure_tuned(results: Results, directory: Path, hosts: Path, sizes: Sizes) -> None:
+    """Each tuned layout converged in turn and measured; the role's default layout restored."""
+    for label, variables in TUNED.items():
+        playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, variables))
+        measure_workers(results, label, "sync", variables["dhis_celery_workers"][-1]["concurrency"], sizes)
+    playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, {"dhis_celery_workers": DEFAULT_WORKERS}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-tasks", type=int, default=2000)
@@ -612,6 +673,11 @@ def main() -> None:
         action="store_true",
         help="measure the no-change re-run and Ansible's floor alone; keep the other saved figures",
     )
+    parser.add_argument(
+        "--only-tuned",
+        action="store_true",
+        help="measure the tuned worker layouts alone; keep the other saved figures",
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
@@ -623,6 +689,9 @@ def main() -> None:
         return
     if args.only_rerun:
         measure_rerun_alone(args)
+        return
+    if args.only_tuned:
+        measure_tuned_alone(args)
         return
     results = Results()
     with tempfile.TemporaryDirectory() as tmp:
@@ -650,10 +719,7 @@ def main() -> None:
 
         sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
         paired(results, sizes, args.calls)
-        for label, variables in TUNED.items():
-            playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, variables))
-            measure_workers(results, label, "sync", variables["dhis_celery_workers"][-1]["concurrency"], sizes)
-        playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, {"dhis_celery_workers": DEFAULT_WORKERS}))
+        measure_tuned(results, directory, hosts, sizes)
     if not args.keep:  # before the cluster's five containers start
         for name in (ROLE_HOST, GUIDE_HOST):
             sh("docker", "rm", "-f", name, check=False)
