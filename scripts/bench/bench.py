@@ -12,6 +12,7 @@ Prints a markdown table and rewrites the measured part of docs/PERFORMANCE.md an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -574,18 +576,44 @@ def summary(saved: dict) -> str:
     )
 
 
+def stamp(args: argparse.Namespace) -> dict[str, object]:
+    """When and with which command a part measured alone was measured."""
+    return {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"',
+        "runs": args.runs,
+    }
+
+
+@contextlib.contextmanager
+def fresh_role_host(keep: bool) -> Iterator[tuple[Path, Path]]:
+    """The role's host alone, fresh, with the example app deployed (not timed): (directory, inventory)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        hosts = inventory(directory, guide=False)
+        log("a fresh container, the example app deployed (not timed)")
+        fresh_container(ROLE_HOST)
+        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
+        yield directory, hosts
+    if not keep:
+        sh("docker", "rm", "-f", ROLE_HOST, check=False)
+
+
+def save_part(saved: dict) -> None:
+    SAVED.write_text(json.dumps(saved, indent=2) + "\n")
+    write_report()
+
+
 def measure_cluster_alone(args: argparse.Namespace) -> None:
     """The cluster section measured again into the saved results; the rest keeps its own run,
     and the cluster's figures name the run they come from."""
     saved = json.loads(SAVED.read_text())
     figures: dict[str, object] = dict(cluster.measure(args.cluster_runs, settle, log, args.keep))
-    figures["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    figures["command"] = f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"'
+    figures.update({k: v for k, v in stamp(args).items() if k != "runs"})
     print(json.dumps(figures, indent=2))
     if not args.no_report:
         saved["results"]["cluster"] = figures
-        SAVED.write_text(json.dumps(saved, indent=2) + "\n")
-        write_report()
+        save_part(saved)
 
 
 def measure_rerun_alone(args: argparse.Namespace) -> None:
@@ -593,30 +621,18 @@ def measure_rerun_alone(args: argparse.Namespace) -> None:
     results (their ratio is a target); the rest keeps its own run, and these rows name theirs."""
     saved = json.loads(SAVED.read_text())
     results = Results()
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        hosts = inventory(directory, guide=False)
-        log("a fresh container, the example app deployed and converged once (not timed)")
-        fresh_container(ROLE_HOST)
-        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
-        playbook(hosts, "playbooks/site.yml")
+    with fresh_role_host(args.keep) as (directory, hosts):
+        playbook(hosts, "playbooks/site.yml")  # the first converge, not timed
         rerun(results, hosts, args.runs)
         floor(results, directory, hosts, args.runs)
-    if not args.keep:
-        sh("docker", "rm", "-f", ROLE_HOST, check=False)
     keys = ("rerun", "rerun_gate", "rerun_full", "rerun_full_gate", "rerun_linear", "rerun_linear_gate", "floor")
     figures = {key: results.converge[key] for key in keys if key in results.converge}
     print(json.dumps({**figures, "rerun_counts": results.rerun}, indent=2))
     if not args.no_report:
         saved["results"]["converge"].update(figures)
         saved["results"]["rerun"] = results.rerun
-        saved["results"]["rerun_measured"] = {
-            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"',
-            "runs": args.runs,
-        }
-        SAVED.write_text(json.dumps(saved, indent=2) + "\n")
-        write_report()
+        saved["results"]["rerun_measured"] = stamp(args)
+        save_part(saved)
 
 
 def measure_tuned_alone(args: argparse.Namespace) -> None:
@@ -624,28 +640,16 @@ def measure_tuned_alone(args: argparse.Namespace) -> None:
     own; the guide's worker and the role's default keep their paired run, and these rows name theirs."""
     saved = json.loads(SAVED.read_text())
     results = Results()
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        hosts = inventory(directory, guide=False)
-        log("a fresh container, the example app deployed (not timed)")
-        fresh_container(ROLE_HOST)
-        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
+    with fresh_role_host(args.keep) as (directory, hosts):
         measure_tuned(results, directory, hosts, Sizes(args.noop_tasks, args.io_tasks, args.runs))
-    if not args.keep:
-        sh("docker", "rm", "-f", ROLE_HOST, check=False)
     print(json.dumps(results.throughput, indent=2))
     if not args.no_report:
         kept = {GUIDE, DEFAULT}
         for key in ("throughput", "concurrency", "profile"):
             rows = {k: v for k, v in saved["results"][key].items() if k in kept}
             saved["results"][key] = rows | getattr(results, key)
-        saved["results"]["tuned_measured"] = {
-            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": f'make bench BENCH_ARGS="{shlex.join(sys.argv[1:])}"',
-            "runs": args.runs,
-        }
-        SAVED.write_text(json.dumps(saved, indent=2) + "\n")
-        write_report()
+        saved["results"]["tuned_measured"] = stamp(args)
+        save_part(saved)
 
 
 def measure_tuned(results: Results, directory: Path, hosts: Path, sizes: Sizes) -> None:
