@@ -197,6 +197,9 @@ def measure_workers(results: Results, label: str, queue: str, concurrency: int, 
 
 
 GUIDE, DEFAULT = "guide's worker (hand-started, defaults)", "role default: prefork x2"
+# The role's default measured again beside the tuned layouts when they are measured alone: the
+# machine's speed differs between runs, so they compare with this row, not with the paired one.
+REFERENCE = "role default: prefork x2, measured with the tuned layouts"
 HAND_PIDFILE = "/tmp/bench-guide-worker.pid"
 # CPU time of the host's processes, summed by what they are (a process's cmdline, first match).
 GROUPS = (
@@ -477,7 +480,12 @@ def table(results: Results, runs: int) -> str:
         rows.append(
             f"The rows after the role default's (the tuned layouts) were measured {t['measured_at']} with "
             f"`{t['command']}`, on a fresh host of their own, median of {t['runs']}; their ratios compare them "
-            "with the guide's worker above."
+            "with the guide's worker of the main run"
+            + (
+                f", so compare them with each other and with the row `{REFERENCE}`, from their own run."
+                if REFERENCE in results.throughput
+                else "."
+            )
         )
     if results.profile:
         groups = [name for name, _ in GROUPS] + ["other"]
@@ -640,8 +648,11 @@ def measure_tuned_alone(args: argparse.Namespace) -> None:
     own; the guide's worker and the role's default keep their paired run, and these rows name theirs."""
     saved = json.loads(SAVED.read_text())
     results = Results()
+    sizes = Sizes(args.noop_tasks, args.io_tasks, args.runs)
     with fresh_role_host(args.keep) as (directory, hosts):
-        measure_tuned(results, directory, hosts, Sizes(args.noop_tasks, args.io_tasks, args.runs))
+        playbook(hosts, "playbooks/site.yml", "-e", extra_vars(directory, {"dhis_celery_workers": DEFAULT_WORKERS}))
+        measure_workers(results, REFERENCE, "sync", DEFAULT_WORKERS[0]["concurrency"], sizes)
+        measure_tuned(results, directory, hosts, sizes)
     print(json.dumps(results.throughput, indent=2))
     if not args.no_report:
         kept = {GUIDE, DEFAULT}
