@@ -54,8 +54,6 @@ PEM_VARIABLES = {
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
-# Pools whose worker consumes through kombu's synchronous loop, not its event loop.
-GREEN_POOLS = ("gevent", "eventlet")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Whole-string patterns: \Z, never $, which also matches before a trailing newline.
@@ -208,16 +206,12 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
         if worker["pool"] not in POOLS:
             problems.add(f"{where}.pool", f"must be one of {', '.join(POOLS)}; got {worker['pool']!r}.")
         # A green pool's synchronous loop on the Redis transport stops asking for messages once
-        # every slot holds one, and asks again only when its poll times out (a second): each
-        # batch of `concurrency` tasks then waits for it. Two batches reserved keep the next at
-        # hand; docs/PERFORMANCE.md has the throughput of both.
-        green_on_redis = worker["pool"] in GREEN_POOLS and v.get("dhis_celery_broker", "redis") == "redis"
+        # every slot holds one, and asks again only when its poll times out (up to a second), so
+        # 2 serves short tasks far faster (docs/PERFORMANCE.md). It stays opt-in: under that load
+        # a gevent worker x16 lost its broker connection (kombu's MaxConnectionsError) and stopped
+        # running tasks, which prefetch 1 never showed.
         worker["prefetch_multiplier"] = _int(
-            worker.get("prefetch_multiplier", max(prefetch, 2) if green_on_redis else prefetch),
-            f"{where}.prefetch_multiplier",
-            problems,
-            1,
-            64,
+            worker.get("prefetch_multiplier", prefetch), f"{where}.prefetch_multiplier", problems, 1, 64
         )
         if worker["loglevel"] not in LOGLEVELS:
             problems.add(f"{where}.loglevel", f"must be one of {', '.join(LOGLEVELS)}; got {worker['loglevel']!r}.")

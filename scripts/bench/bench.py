@@ -47,7 +47,9 @@ TUNED: dict[str, dict] = (
         f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): {
             "dhis_celery_workers": [
                 {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
-                {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool},
+                # Gevent with 2 messages per slot: with 1 it waits on Redis after each batch (the row below).
+                {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool}
+                | ({"prefetch_multiplier": 2} if pool == "gevent" else {}),
             ]
         }
         for pool, concurrency in (
