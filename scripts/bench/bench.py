@@ -36,6 +36,18 @@ TASKS = "dhis_app.services.auto_sync.celery_tasks"
 # The role's default worker, and the variants tried: its log level, its task events (Flower's
 # feed), and the layouts for the I/O-bound sync queue. Each is a set of extra variables.
 DEFAULT_WORKERS = [{"name": "default", "queues": ["celery", "sync", "monitor"], "concurrency": 2, "pool": "prefork"}]
+
+
+def sync_layout(pool: str, concurrency: int, **worker: object) -> dict:
+    """The default worker without the sync queue, and a worker of its own for it."""
+    return {
+        "dhis_celery_workers": [
+            {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
+            {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool, **worker},
+        ]
+    }
+
+
 TUNED: dict[str, dict] = (
     {
         # The default worker without its per-task log lines in the journal (what they cost).
@@ -44,14 +56,10 @@ TUNED: dict[str, dict] = (
         "role default, task events off": {"dhis_celery_workers": DEFAULT_WORKERS, "dhis_celery_task_events": False},
     }
     | {
-        f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): {
-            "dhis_celery_workers": [
-                {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
-                # Gevent with 2 messages per slot: with 1 it waits on Redis after each batch (the row below).
-                {"name": "sync", "queues": ["sync"], "concurrency": concurrency, "pool": pool}
-                | ({"prefetch_multiplier": 2} if pool == "gevent" else {}),
-            ]
-        }
+        # Gevent with 2 messages per slot: with 1 it waits on Redis after each batch (the last row).
+        f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): (
+            sync_layout(pool, concurrency, **({"prefetch_multiplier": 2} if pool == "gevent" else {}))
+        )
         for pool, concurrency in (
             ("prefork", 8),
             ("threads", 12),
@@ -62,13 +70,8 @@ TUNED: dict[str, dict] = (
         )
     }
     | {
-        # What a green pool's default prefetch of 2 buys (plugins/filter/dhis_celery_plan.py).
-        "sync: gevent x16, prefetch multiplier 1": {
-            "dhis_celery_workers": [
-                {"name": "default", "queues": ["celery", "monitor"], "concurrency": 2, "pool": "prefork"},
-                {"name": "sync", "queues": ["sync"], "concurrency": 16, "pool": "gevent", "prefetch_multiplier": 1},
-            ]
-        }
+        # What the opt-in prefetch of 2 buys a gevent worker: the role's default, 1.
+        "sync: gevent x16, prefetch multiplier 1": sync_layout("gevent", 16, prefetch_multiplier=1),
     }
 )
 
