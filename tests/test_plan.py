@@ -275,10 +275,11 @@ def test_memory_fences_become_child_arguments_and_a_drop_in() -> None:
     [
         ("prefork", "redis", {}, 1),
         ("threads", "redis", {}, 1),
-        # Opt-in for green pools: 2 is faster on Redis but wedged a gevent worker under load.
-        ("gevent", "redis", {}, 1),
-        ("eventlet", "rabbitmq", {}, 1),
-        ("gevent", "redis", {"prefetch_multiplier": 2}, 2),
+        # A green pool's synchronous consumer on Redis would wait a second after each full batch.
+        ("gevent", "redis", {}, 2),
+        ("eventlet", "redis", {}, 2),
+        ("gevent", "rabbitmq", {}, 1),
+        ("gevent", "redis", {"prefetch_multiplier": 1}, 1),
         ("prefork", "redis", {"prefetch_multiplier": 4}, 4),
     ],
 )
@@ -287,6 +288,26 @@ def test_each_worker_gets_its_prefetch_multiplier(pool: str, broker: str, given:
     inputs = {**good(), "dhis_celery_workers": [worker], "dhis_celery_broker": broker}
     plan = PLAN.dhis_celery_plan(inputs, PARTS, FACTS)
     assert [w["prefetch_multiplier"] for w in plan["workers"]] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("workers", "broker", "expected"),
+    [
+        # kombu's default (10) stays where every acknowledgement comes from the worker's event loop.
+        ([("prefork", 8), ("threads", 32)], "redis", 0),
+        # Each greenlet may hold a connection of its own: the largest green pool's, on top of the default.
+        ([("prefork", 2), ("gevent", 16), ("eventlet", 64)], "redis", 74),
+        ([("gevent", 64)], "rabbitmq", 0),
+    ],
+)
+def test_a_green_pool_raises_the_cap_on_its_broker_connections(
+    workers: list[tuple[str, int]], broker: str, expected: int
+) -> None:
+    declared = [{"name": f"w{i}", "queues": ["q"], "pool": p, "concurrency": n} for i, (p, n) in enumerate(workers)]
+    inputs = {**good(), "dhis_celery_workers": declared, "dhis_celery_broker": broker}
+    plan = PLAN.dhis_celery_plan(inputs, PARTS, FACTS)
+    assert plan["problems"] == []
+    assert plan["broker_max_connections"] == expected
 
 
 def test_a_prefetch_multiplier_of_zero_is_refused_naming_the_worker() -> None:

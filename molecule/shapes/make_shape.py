@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 TASKS = """import os
+import time
 
 from celery import shared_task
 
@@ -34,6 +35,12 @@ def tick() -> int:
 @shared_task
 def env(name: str) -> str:
     return os.environ.get(name, "")
+
+
+@shared_task
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return 1
 """
 MODELS = """from django.db import models
 

@@ -54,6 +54,10 @@ PEM_VARIABLES = {
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
+# Pools whose worker consumes through kombu's synchronous loop, not its event loop.
+GREEN_POOLS = ("gevent", "eventlet")
+# kombu's Redis transport opens at most this many connections per worker by default.
+KOMBU_REDIS_MAX_CONNECTIONS = 10
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Whole-string patterns: \Z, never $, which also matches before a trailing newline.
@@ -206,12 +210,17 @@ def _workers(v: dict, parts: dict, vcpus: int, problems: Problems) -> list[dict]
         if worker["pool"] not in POOLS:
             problems.add(f"{where}.pool", f"must be one of {', '.join(POOLS)}; got {worker['pool']!r}.")
         # A green pool's synchronous loop on the Redis transport stops asking for messages once
-        # every slot holds one, and asks again only when its poll times out (up to a second), so
-        # 2 serves short tasks far faster (docs/PERFORMANCE.md). It stays opt-in: under that load
-        # a gevent worker x16 lost its broker connection (kombu's MaxConnectionsError) and stopped
-        # running tasks, which prefetch 1 never showed.
+        # every slot holds one, and asks again only when its poll times out (up to a second): each
+        # batch of `concurrency` tasks then waits for it. Two batches reserved keep the next at
+        # hand (docs/PERFORMANCE.md has the throughput of both); broker_max_connections below
+        # lets its greenlets acknowledge them at once.
+        green_on_redis = worker["pool"] in GREEN_POOLS and v.get("dhis_celery_broker", "redis") == "redis"
         worker["prefetch_multiplier"] = _int(
-            worker.get("prefetch_multiplier", prefetch), f"{where}.prefetch_multiplier", problems, 1, 64
+            worker.get("prefetch_multiplier", max(prefetch, 2) if green_on_redis else prefetch),
+            f"{where}.prefetch_multiplier",
+            problems,
+            1,
+            64,
         )
         if worker["loglevel"] not in LOGLEVELS:
             problems.add(f"{where}.loglevel", f"must be one of {', '.join(LOGLEVELS)}; got {worker['loglevel']!r}.")
@@ -681,6 +690,12 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
         service += ".service"
     pip_packages = _pip_packages(v, workers, problems)
     return {
+        # The cap on a worker's connections to a Redis broker, when kombu's default is too low:
+        # each greenlet of a green pool acknowledges its task on a connection of its own, and past
+        # the cap kombu drops the worker's broker connection (MaxConnectionsError); a gevent
+        # worker then received tasks and ran none. 0: kombu's default (threads and prefork
+        # acknowledge from the worker's one event loop).
+        "broker_max_connections": _broker_max_connections(v, workers),
         "workers": workers,
         "worker_names": [w["name"] for w in workers],
         # What the role installs into the virtualenv on this host.
@@ -706,6 +721,13 @@ def dhis_celery_plan(inputs: dict, parts: dict | None = None, facts: dict | None
         "tls_sans": [_san(str(name)) for name in _list(v.get("dhis_celery_redis_tls_names")) if str(name)],
         "problems": list(problems),
     }
+
+
+def _broker_max_connections(v: dict, workers: list[dict]) -> int:
+    if v.get("dhis_celery_broker", "redis") != "redis":
+        return 0
+    green = [w["concurrency"] for w in workers if w["pool"] in GREEN_POOLS]
+    return KOMBU_REDIS_MAX_CONNECTIONS + max(green) if green else 0
 
 
 def systemd_env_quote(value: Any) -> str:

@@ -57,16 +57,30 @@ def test_units_run_as_the_project_user(host: Any, cli: str) -> None:
 
 def test_a_gevent_worker_gets_gevent_and_runs_its_pool(host: Any) -> None:
     """plain's worker asks for the gevent pool: the role installed gevent into plain's virtualenv
-    alone (shop's threads worker needs none), and the running worker's pool is gevent's."""
+    alone (shop's threads worker needs none), and the running worker's pool is gevent's, with two
+    messages reserved per slot (with one, its consumer on Redis waits a second after each batch)."""
     version = "import gevent; print(gevent.__version__)"
     assert host.run(f"/srv/plain/venv/bin/python -c {shlex.quote(version)}").stdout.strip() == "26.9.0"
     assert host.run(f"/srv/shop/venv/bin/python -c {shlex.quote(version)}").rc != 0
     code = (
         "from dhis_celery_bootstrap.celery import app\n"
         "stats = app.control.inspect(timeout=10).stats() or {}\n"
-        "print(sorted({s['pool']['implementation'] for s in stats.values()}))"
+        "print(sorted({(s['pool']['implementation'], s['prefetch_count']) for s in stats.values()}))"
     )
-    assert django(host, "plain-celery", code) == "['celery.concurrency.gevent:TaskPool']"
+    assert django(host, "plain-celery", code) == "[('celery.concurrency.gevent:TaskPool', 128)]"
+
+
+def test_a_burst_through_the_gevent_worker_keeps_its_broker_connection(host: Any) -> None:
+    """plain's 64 greenlets finish their naps together and acknowledge at once, each on a broker
+    connection of its own. Under kombu's default cap (10) the worker dropped its broker connection
+    (MaxConnectionsError) and then ran none of the tasks it received; the role raises the cap."""
+    since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    burst = "from celery import group\nfrom jobs.tasks import nap\n"
+    burst += "print(sum(group(nap.s(0.1) for _ in range(1000)).apply_async().get(timeout=120)))"
+    assert django(host, "plain-celery", burst) == "1000"
+    prefix = PLAYS["plain-celery"].get("dhis_celery_unit_prefix", "celery")
+    journal = host.run(f"journalctl -u {prefix}-worker@default.service --since {shlex.quote(since)}").stdout
+    assert "Connection to broker lost" not in journal
 
 
 def test_the_project_s_own_broker_setting_is_replaced_by_the_role_s(host: Any) -> None:
