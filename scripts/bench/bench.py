@@ -56,9 +56,9 @@ TUNED: dict[str, dict] = (
         "role default, task events off": {"dhis_celery_workers": DEFAULT_WORKERS, "dhis_celery_task_events": False},
     }
     | {
-        # Gevent with 2 messages per slot: with 1 it waits on Redis after each batch (the last row).
+        # Each with the role's defaults (gevent: 2 messages per slot on Redis).
         f"sync: {pool} x{concurrency}" + (" (inventories' layout)" if (pool, concurrency) == ("threads", 16) else ""): (
-            sync_layout(pool, concurrency, **({"prefetch_multiplier": 2} if pool == "gevent" else {}))
+            sync_layout(pool, concurrency)
         )
         for pool, concurrency in (
             ("prefork", 8),
@@ -70,7 +70,7 @@ TUNED: dict[str, dict] = (
         )
     }
     | {
-        # What the opt-in prefetch of 2 buys a gevent worker: the role's default, 1.
+        # What the default prefetch of 2 buys a gevent worker: with 1 it waits on Redis after each batch.
         "sync: gevent x16, prefetch multiplier 1": sync_layout("gevent", 16, prefetch_multiplier=1),
     }
 )
