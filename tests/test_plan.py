@@ -370,3 +370,27 @@ def test_a_pool_s_packages_must_be_a_list_of_requirements() -> None:
     io = {"name": "sync", "queues": ["sync"], "pool": "gevent"}
     found = problems(dhis_celery_workers=[io], dhis_celery_pip_pool_packages={"gevent": "gevent"})
     assert [p.split(":")[0] for p in found] == ["dhis_celery_pip_pool_packages"]
+
+
+GROUPS = ("celery_redis", "celery_broker", "celery_workers", ["celery_beat", "celery_flower", "celery_web"])
+
+
+@pytest.mark.parametrize(
+    ("groups", "remote"),
+    [
+        # One host, no groups, or every group on the Redis host: loopback only.
+        ({}, False),
+        ({g: ["a"] for g in ("celery_redis", "celery_broker", "celery_workers", "celery_beat")}, False),
+        # Workers on hosts of their own (the cluster scenario, the production inventory).
+        ({"celery_redis": ["r"], "celery_broker": ["r"], "celery_workers": ["w1", "w2"]}, True),
+        # Workers beside Redis, Beat on a host of its own: Beat reaches Redis over the network.
+        ({"celery_redis": ["a"], "celery_broker": ["a"], "celery_workers": ["a"], "celery_beat": ["b"]}, True),
+        # RabbitMQ on the worker hosts, Redis on a host of its own.
+        ({"celery_redis": ["r"], "celery_broker": ["w1", "w2", "w3"], "celery_workers": ["w1", "w2", "w3"]}, True),
+        # RabbitMQ nodes of their own and every group on the Redis host: web hosts need no group
+        # and may sit elsewhere, so Redis still listens (the safe side).
+        ({"celery_redis": ["a"], "celery_broker": ["m1", "m2", "m3"], "celery_workers": ["a"]}, True),
+    ],
+)
+def test_redis_listens_beyond_loopback_when_some_host_reaches_it_over_the_network(groups: dict, remote: bool) -> None:
+    assert PLAN.redis_reached_remotely(groups, *GROUPS) is remote
