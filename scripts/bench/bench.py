@@ -112,6 +112,9 @@ class Results:
     profile: dict[str, dict[str, float]] = field(default_factory=dict)  # CPU ms per no-op task
     rerun_measured: dict[str, object] = field(default_factory=dict)  # set by --only-rerun: its own run
     tuned_measured: dict[str, object] = field(default_factory=dict)  # set by --only-tuned: its own run
+    first_runs: dict[str, list[float]] = field(default_factory=dict)  # first converge, per round: role, guide
+    first_tasks: dict[str, float] = field(default_factory=dict)  # the role's slowest tasks, its median round
+    first_measured: dict[str, object] = field(default_factory=dict)  # set by --only-first: its own run
 
 
 def log(message: str) -> None:
@@ -310,6 +313,45 @@ def settle(limit: float = 90.0) -> None:
     log(f"settle: CPUs still busy after {limit:.0f} s, timing anyway")
 
 
+def task_times(out: str) -> dict[str, float]:
+    """Each task's seconds from profile_tasks' recap (ansible.cfg enables it), slowest first."""
+    recap = out.split("TASKS RECAP", 1)[-1]
+    return {name: float(seconds) for name, seconds in re.findall(r"^(\S.*?) -+ ([0-9.]+)s$", recap, re.M)}
+
+
+def guide_steps() -> float:
+    """The guide's steps on its container (scripts/bench/guide.sh), timed."""
+    start = time.perf_counter()
+    guide = (ROOT / "scripts/bench/guide.sh").read_text()
+    said = sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
+    for line in said.splitlines():
+        log(line)  # the restarts the guide's worker needed, if any
+    return time.perf_counter() - start
+
+
+def first_converge(results: Results, hosts: Path, rounds: int) -> None:
+    """The role's and the guide's first converge, each round on a fresh pair of containers with
+    the example app deployed (not timed): the medians are the figures, and the role's slowest
+    tasks come from its median round. The last round's containers stay for what follows."""
+    role, guide, tasks = [], [], []
+    for number in range(1, rounds + 1):
+        log(f"first converge, round {number} of {rounds}: fresh containers, the example app deployed (not timed)")
+        for name in (ROLE_HOST, GUIDE_HOST):
+            fresh_container(name)
+        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
+        settle()
+        log("first converge: playbooks/site.yml")
+        seconds, out = playbook(hosts, "playbooks/site.yml", env={"PROFILE_TASKS_TASK_OUTPUT_LIMIT": "200"})
+        role.append(seconds)
+        tasks.append(task_times(out))
+        settle()
+        log("first converge: the guide's steps")
+        guide.append(guide_steps())
+    results.converge["role"], results.converge["guide"] = statistics.median(role), statistics.median(guide)
+    results.first_runs = {"role": role, "guide": guide}
+    results.first_tasks = tasks[sorted(range(rounds), key=role.__getitem__)[rounds // 2]]
+
+
 def rerun(results: Results, hosts: Path, runs: int) -> None:
     """The no-change re-run, through Mitogen (ansible.cfg) and with Ansible's plain linear
     strategy: the median of `runs` each, every run on a settled machine."""
@@ -423,6 +465,40 @@ def targets_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def first_label(results: Results) -> str:
+    """How the first converge's figures were taken: one run (older results) or the median of rounds."""
+    if not results.first_runs:
+        return ""
+    f = results.first_measured
+    pairs = zip(results.first_runs["role"], results.first_runs["guide"], strict=True)
+    runs = ", ".join(f"{role:.1f} / {guide:.1f}" for role, guide in pairs)
+    own_run = f", measured {f['measured_at']} with `{f['command']}`" if f else ""
+    return f", median of {len(results.first_runs['role'])} rounds (role / guide: {runs}){own_run}"
+
+
+def first_tasks_table(results: Results, shown: int = 12) -> str:
+    """The role's slowest tasks in its median first converge, the rest summed, and what
+    ansible-playbook spent outside any task (start, inventory, plugins)."""
+    if not results.first_tasks:
+        return ""
+    tasks = sorted(results.first_tasks.items(), key=lambda item: -item[1])
+    total = sorted(results.first_runs["role"])[len(results.first_runs["role"]) // 2]
+    rest = sum(seconds for _, seconds in tasks[shown:])
+    rows = [
+        "\nWhere the role's first converge goes (its median round, from `profile_tasks`; "
+        "the guide's steps have no health gate, no check and no settle time):\n",
+        "| Task | s | share |",
+        "|---|---|---|",
+    ]
+    for name, seconds in tasks[:shown]:
+        cell = name.removeprefix("dhis_celery : ").replace("|", "\\|")
+        rows.append(f"| {cell} | {seconds:.2f} | {seconds / total:.0%} |")
+    rows.append(f"| the {len(tasks) - shown} other tasks | {rest:.2f} | {rest / total:.0%} |")
+    outside = total - sum(seconds for _, seconds in tasks)
+    rows.append(f"| outside any task (start, inventory, plugins) | {outside:.2f} | {outside / total:.0%} |")
+    return "\n".join(rows)
+
+
 def table(results: Results, runs: int) -> str:
     c = results.converge
     m = results.rerun_measured
@@ -432,7 +508,8 @@ def table(results: Results, runs: int) -> str:
     rows = [
         "| Measure | Guide | Role | Ratio (role / guide) |",
         "|---|---|---|---|",
-        f"| First converge on a fresh host (s) | {c['guide']:.1f} | {c['role']:.1f} | {c['role'] / c['guide']:.2f} |",
+        f"| First converge on a fresh host{first_label(results)} (s) "
+        f"| {c['guide']:.1f} | {c['role']:.1f} | {c['role'] / c['guide']:.2f} |",
         f"| No-change re-run of site.yml, median of {runs}{own_run} (s) | | {c['rerun']:.1f} "
         f"({results.rerun.get('ok', 0)} tasks run, {results.rerun.get('skipped', 0)} skipped, "
         f"{results.rerun.get('changed', 0)} changed) | |",
@@ -492,6 +569,8 @@ def table(results: Results, runs: int) -> str:
                 else "."
             )
         )
+    if results.first_tasks:
+        rows.append(first_tasks_table(results))
     if results.profile:
         groups = [name for name, _ in GROUPS] + ["other"]
         rows += [
@@ -577,6 +656,7 @@ def summary(saved: dict) -> str:
     later = [
         f"{what} from {m['measured_at']}, `{m['command']}`"
         for what, m in (
+            ("the first converge", results.first_measured),
             ("the re-run and the floor", results.rerun_measured),
             ("the tuned layouts", results.tuned_measured),
             ("the cluster", results.cluster),
@@ -668,6 +748,25 @@ def measure_tuned_alone(args: argparse.Namespace) -> None:
         save_part(saved)
 
 
+def measure_first_alone(args: argparse.Namespace) -> None:
+    """The first converge, the role's and the guide's, measured again into the saved results
+    (their ratio is a target); the rest keeps its own run, and these rows name theirs."""
+    saved = json.loads(SAVED.read_text())
+    results = Results()
+    with tempfile.TemporaryDirectory() as tmp:
+        first_converge(results, inventory(Path(tmp)), args.runs)
+    if not args.keep:
+        for name in (ROLE_HOST, GUIDE_HOST):
+            sh("docker", "rm", "-f", name, check=False)
+    print(json.dumps({"runs": results.first_runs, "role_tasks": results.first_tasks}, indent=2))
+    if not args.no_report:
+        saved["results"]["converge"].update({k: results.converge[k] for k in ("role", "guide")})
+        saved["results"]["first_runs"] = results.first_runs
+        saved["results"]["first_tasks"] = results.first_tasks
+        saved["results"]["first_measured"] = stamp(args)
+        save_part(saved)
+
+
 def measure_tuned(results: Results, directory: Path, hosts: Path, sizes: Sizes) -> None:
     """Each tuned layout converged in turn and measured; the role's default layout restored."""
     for label, variables in TUNED.items():
@@ -698,6 +797,11 @@ def main() -> None:
         action="store_true",
         help="measure the tuned worker layouts alone; keep the other saved figures",
     )
+    parser.add_argument(
+        "--only-first",
+        action="store_true",
+        help="measure the first converge (the role's and the guide's) alone; keep the other saved figures",
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--from-saved", action="store_true", help="measure nothing: redraw from docs/performance.json")
     args = parser.parse_args()
@@ -713,26 +817,14 @@ def main() -> None:
     if args.only_tuned:
         measure_tuned_alone(args)
         return
+    if args.only_first:
+        measure_first_alone(args)
+        return
     results = Results()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         hosts = inventory(directory)
-        log("fresh containers, the example app deployed on both (not timed)")
-        for name in (ROLE_HOST, GUIDE_HOST):
-            fresh_container(name)
-        playbook(hosts, "molecule/shared/prepare.yml", "-e", "dhis_sync_hosts_group=all")
-
-        settle()
-        log("first converge: playbooks/site.yml")
-        results.converge["role"], _ = playbook(hosts, "playbooks/site.yml")
-        settle()
-        log("first converge: the guide's steps")
-        start = time.perf_counter()
-        guide = (ROOT / "scripts/bench/guide.sh").read_text()
-        said = sh("docker", "exec", "-i", "-e", f"PIP_CERT={CA_FILE}", GUIDE_HOST, "bash", "-s", stdin=guide)
-        for line in said.splitlines():
-            log(line)  # the restarts the guide's worker needed, if any
-        results.converge["guide"] = time.perf_counter() - start
+        first_converge(results, hosts, args.runs)
         sh("docker", "stop", GUIDE_HOST)  # its services would share the two cores with what follows
         rerun(results, hosts, args.runs)
         floor(results, directory, hosts, args.runs)
