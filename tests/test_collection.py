@@ -107,9 +107,13 @@ def test_installed_from_a_git_tag_everything_resolves_by_its_full_name(tmp_path:
         run(["ansible-playbook", "-i", "localhost,", "--syntax-check", playbook], cwd=ops, env=env)
     listed = run(["ansible-doc", "-t", "filter", "-l", "dhis2.celery"], cwd=ops, env=env)
     documented = set(re.findall(r"^dhis2\.celery\.(\w+)", listed, re.M))
-    assert documented == {"dhis_celery_plan", "dhis_celery_env_quote", "dhis_celery_py", "dhis_celery_fingerprint"}, (
-        listed
-    )
+    assert documented == {
+        "dhis_celery_plan",
+        "dhis_celery_env_quote",
+        "dhis_celery_py",
+        "dhis_celery_fingerprint",
+        "dhis_celery_redis_reached_remotely",
+    }, listed
     modules = run(["ansible-doc", "-t", "module", "-l", "dhis2.celery"], cwd=ops, env=env)
     assert set(re.findall(r"^dhis2\.celery\.(\w+)", modules, re.M)) == {"dhis_celery_converged"}, modules
     # A filter of the collection's plugin, called from the consumer's playbook.
