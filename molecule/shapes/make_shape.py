@@ -3,8 +3,9 @@
     make_shape.py SHAPE DIR    (with the project's own virtualenv python; DIR holds that venv)
 
 Each shape is Django's generated code plus the smallest change that gives it its shape, and one
-app with @shared_task tasks: add (a round trip), tick (a row per run, for Beat) and env (a
-variable as the worker sees it). Nothing here resembles the example project.
+app with @shared_task tasks: add (a round trip), tick (a row per run, for Beat), env (a
+variable as the worker sees it), nap, paced (rate-limited) and wedge (a fault for the liveness
+test). Nothing here resembles the example project.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-TASKS = """import os
+TASKS = """import gc
+import os
 import time
 
 from celery import shared_task
@@ -41,6 +43,23 @@ def env(name: str) -> str:
 def nap(seconds: float) -> int:
     time.sleep(seconds)
     return 1
+
+
+@shared_task(rate_limit="6/m")
+def paced() -> int:
+    return 1
+
+
+@shared_task
+def wedge() -> int:
+    # Fault injection for the liveness test, in a threads-pool worker: its pool takes no more work,
+    # so the tasks it receives stay reserved while its consumer keeps answering.
+    from celery.concurrency.thread import TaskPool
+
+    pools = [obj for obj in gc.get_objects() if isinstance(obj, TaskPool)]
+    for pool in pools:
+        pool.on_apply = lambda *args, **kwargs: None
+    return len(pools)
 """
 MODELS = """from django.db import models
 
