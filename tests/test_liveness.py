@@ -6,22 +6,16 @@ Rounds against real workers, a wedged one among them, are proven on the converge
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-HELPER = Path(__file__).resolve().parents[1] / "roles/dhis_celery/files/dhis_celery_liveness.py"
+from source import load
 
 
 @pytest.fixture(scope="module")
 def liveness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dhis_celery_liveness", HELPER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("roles/dhis_celery/files/dhis_celery_liveness.py")
 
 
 def rounds(liveness: ModuleType, state: Path, *answers: tuple[list[str], int]) -> list[int]:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from source import load
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles/dhis_celery"
-SPEC = importlib.util.spec_from_file_location("dhis_celery_plan", ROOT / "plugins/filter/dhis_celery_plan.py")
-assert SPEC and SPEC.loader
-PLAN = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(PLAN)
+PLAN = load("plugins/filter/dhis_celery_plan.py")
 
 PARTS = {"workers": True, "beat": True, "flower": True, "redis": True}
 FACTS = {"vcpus": 4, "addresses": ["127.0.0.1", "10.0.0.5", "::1"]}
@@ -333,10 +330,7 @@ def test_the_role_app_stands_in_when_the_project_has_none() -> None:
 
 @pytest.mark.parametrize("value", [HARD, "", "plain", "a=b", "trailing space ", " leading", "\\n literal", "'"])
 def test_env_quoting_round_trips_through_the_runner_parser(value: str) -> None:
-    runner_spec = importlib.util.spec_from_file_location("runner", ROLE / "files/dhis_celery_run.py")
-    assert runner_spec and runner_spec.loader
-    runner = importlib.util.module_from_spec(runner_spec)
-    runner_spec.loader.exec_module(runner)
+    runner = load("roles/dhis_celery/files/dhis_celery_run.py")
     text = f"# comment\nA={PLAN.systemd_env_quote(value)}\nB=1\n"
     assert runner.parse_env(text) == {"A": value, "B": "1"}
 
@@ -390,6 +384,9 @@ GROUPS = ("celery_redis", "celery_broker", "celery_workers", ["celery_beat", "ce
         # RabbitMQ nodes of their own and every group on the Redis host: web hosts need no group
         # and may sit elsewhere, so Redis still listens (the safe side).
         ({"celery_redis": ["a"], "celery_broker": ["m1", "m2", "m3"], "celery_workers": ["a"]}, True),
+        # RabbitMQ on three nodes that run everything (the Redis group defaults to the broker's):
+        # Redis runs on the first, the other two reach it over the network.
+        ({"celery_redis": ["m1", "m2", "m3"], "celery_broker": ["m1", "m2", "m3"]}, True),
     ],
 )
 def test_redis_listens_beyond_loopback_when_some_host_reaches_it_over_the_network(groups: dict, remote: bool) -> None:

@@ -5,23 +5,16 @@ Counting against a real Redis is proven on the converged hosts (molecule/shared/
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-HELPER = Path(__file__).resolve().parents[1] / "roles/dhis_celery/files/dhis_celery_queues.py"
+from source import load
 
 
 def helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dhis_celery_queues", HELPER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("roles/dhis_celery/files/dhis_celery_queues.py")
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess:

@@ -6,14 +6,13 @@ is proven on the ha scenario's nodes (molecule/ha/tests/test_ha.py).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from source import load
 
-HELPER = Path(__file__).resolve().parents[1] / "roles/dhis_celery/files/dhis_celery_rabbitmq.py"
 PASSWORD = "rabbit;pa$$'\"é/@:%20x 😀"
 RECORDER = """#!/usr/bin/python3
 import json, os, sys
@@ -24,10 +23,7 @@ with open({out!r}, "w") as f:
 
 
 def helper(tmp_path: Path) -> tuple[ModuleType, Path]:
-    spec = importlib.util.spec_from_file_location("dhis_celery_rabbitmq", HELPER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("roles/dhis_celery/files/dhis_celery_rabbitmq.py")
     out = tmp_path / "seen.json"
     ctl = tmp_path / "rabbitmqctl"
     ctl.write_text(RECORDER.format(out=str(out)))

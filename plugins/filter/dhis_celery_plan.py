@@ -733,17 +733,18 @@ def _broker_max_connections(v: dict, workers: list[dict]) -> int:
 def redis_reached_remotely(groups: dict, redis: str, broker: str, workers: str, others: list[str]) -> bool:
     """Whether some host reaches Redis over the network, so that Redis listens beyond loopback
     and its clients name its host. Yes when a host of the worker group or of the others (Beat,
-    Flower, web) is not the Redis host (the first of the `redis` group), or when some worker host
-    is not a broker host: web hosts need no group, so a layout whose workers sit apart from the
-    broker hosts may serve Django from hosts no group names. The inventory's groups alone decide,
-    never the play's hosts: a run limited to some hosts must not take Redis off the network
-    under the others."""
+    Flower, web) is not the Redis host (the first of the `redis` group), when the `redis` group
+    holds more hosts than that one (Redis runs on the first alone: the others are its clients),
+    or when some worker host is not a broker host: web hosts need no group, so a layout whose
+    workers sit apart from the broker hosts may serve Django from hosts no group names. The
+    inventory's groups alone decide, never the play's hosts: a run limited to some hosts must not
+    take Redis off the network under the others."""
 
     def hosts(*names: str) -> set[str]:
         return {host for name in names for host in groups.get(name) or []}
 
     redis_host = set(list(groups.get(redis) or [])[:1])
-    apart = bool(redis_host) and bool(hosts(workers, *others) - redis_host)
+    apart = bool(redis_host) and bool(hosts(redis, workers, *others) - redis_host)
     return apart or (bool(hosts(broker)) and bool(hosts(workers) - hosts(broker)))
 
 

@@ -21,6 +21,7 @@ CELERY_UNITS = (
     "celery-beat.service",
     "celery-flower.service",
 )
+# The monitor host is the Redis group's second host: a client of the first, with no Redis of its own.
 RUNS = {
     "broker": {"redis-server.service", "redis-server@cache.service"},
     "web": set(),
