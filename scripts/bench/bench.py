@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "dhis-celery/debian:bookworm"
 ROLE_HOST, GUIDE_HOST = "dhis-bench-role", "dhis-bench-guide"
 CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+# The health gate's task (tasks/gate.yml), as profile_tasks names it in its recap.
+GATE_TASK = "Gate | Restart what changed, then prove that every unit runs"
 TASKS = "dhis_app.services.auto_sync.celery_tasks"
 # The role's default worker, and the variants tried: its log level, its task events (Flower's
 # feed), and the layouts for the I/O-bound sync queue. Each is a set of extra variables.
@@ -319,6 +321,11 @@ def task_times(out: str) -> dict[str, float]:
     return {name: float(seconds) for name, seconds in re.findall(r"^(\S.*?) -+ ([0-9.]+)s$", recap, re.M)}
 
 
+def median_round(seconds: list[float]) -> int:
+    """The index of the median round (the upper of the two middle ones for an even count)."""
+    return sorted(range(len(seconds)), key=seconds.__getitem__)[len(seconds) // 2]
+
+
 def guide_steps() -> float:
     """The guide's steps on its container (scripts/bench/guide.sh), timed."""
     start = time.perf_counter()
@@ -349,7 +356,7 @@ def first_converge(results: Results, hosts: Path, rounds: int) -> None:
         guide.append(guide_steps())
     results.converge["role"], results.converge["guide"] = statistics.median(role), statistics.median(guide)
     results.first_runs = {"role": role, "guide": guide}
-    results.first_tasks = tasks[sorted(range(rounds), key=role.__getitem__)[rounds // 2]]
+    results.first_tasks = tasks[median_round(role)]
 
 
 def rerun(results: Results, hosts: Path, runs: int) -> None:
@@ -368,9 +375,7 @@ def rerun(results: Results, hosts: Path, runs: int) -> None:
             seconds, out = playbook(hosts, "playbooks/site.yml", *extra, env=env)
             times.append(seconds)
             # The health gate's own time, from profile_tasks' recap (ansible.cfg enables it).
-            gate = re.search(r"Gate \| Restart what changed, then prove that every unit runs.*?-+ ([0-9.]+)s", out)
-            if gate:
-                gates.append(float(gate.group(1)))
+            gates += [t for name, t in task_times(out).items() if GATE_TASK in name]
             counts = recap(out, ROLE_HOST)
             if counts.get("changed", 0):
                 sys.exit(f"bench: the re-run changed {counts['changed']} task(s): not a no-change run\n{out[-3000:]}")
@@ -482,7 +487,7 @@ def first_tasks_table(results: Results, shown: int = 12) -> str:
     if not results.first_tasks:
         return ""
     tasks = sorted(results.first_tasks.items(), key=lambda item: -item[1])
-    total = sorted(results.first_runs["role"])[len(results.first_runs["role"]) // 2]
+    total = results.first_runs["role"][median_round(results.first_runs["role"])]
     rest = sum(seconds for _, seconds in tasks[shown:])
     rows = [
         "\nWhere the role's first converge goes (its median round, from `profile_tasks`; "
