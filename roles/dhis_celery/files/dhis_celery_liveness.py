@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 # Run by the project's command as the application user. Prints {node: {"reserved": [ids],
-# "active": n}} for the nodes that answered; active is -1 where the second question got no
-# answer, which counts as running.
+# "active": n}} for the nodes that answered; active is -1 where it was not asked (the node holds
+# nothing) or got no answer, which counts as running.
 ASK = """
 import json, sys
 from celery.app.utils import find_app
@@ -46,7 +46,7 @@ active = ask("active", holding) if holding else {}
 print(json.dumps({
     node: {
         "reserved": [request["id"] for request in requests],
-        "active": (len(active[node]) if node in active else -1) if node in holding else 0,
+        "active": len(active[node]) if node in active else -1,
     }
     for node, requests in reserved.items()
 }))
@@ -82,13 +82,24 @@ def answers(cli: str, app: str, nodes: list[str], timeout: int) -> dict[str, dic
         return None
 
 
-def stuck(answer: dict, state: Path) -> int:
-    """Rounds in a row, this one included, that the node held reserved tasks and ran none of them
-    (0: it runs something or holds nothing). The held ids are kept in `state`."""
-    held = answer["reserved"]
-    if not held or answer["active"] != 0:
+def missed(answer: dict | None, state: Path) -> int:
+    """Rounds in a row, this one included, that the node did not answer (0: it answered). The
+    count is kept in `state`."""
+    if answer is not None:
         state.unlink(missing_ok=True)
         return 0
+    rounds = int(state.read_text() or 0) + 1 if state.exists() else 1
+    state.write_text(str(rounds))
+    return rounds
+
+
+def stuck(answer: dict | None, state: Path) -> int:
+    """Rounds in a row, this one included, that the node held reserved tasks and ran none of them
+    (0: it runs something, holds nothing or did not answer). The held ids are kept in `state`."""
+    if answer is None or not answer["reserved"] or answer["active"] != 0:
+        state.unlink(missing_ok=True)
+        return 0
+    held = answer["reserved"]
     before = json.loads(state.read_text()) if state.exists() else {"ids": [], "rounds": 0}
     # Every task held last round is still held: none of them ran (new ones may have come).
     rounds = before["rounds"] + 1 if before["ids"] and set(before["ids"]) <= set(held) else 1
@@ -114,32 +125,25 @@ def main(config_path: str) -> int:
         print("liveness: the broker could not be asked; nothing restarted this round")
         return 0
     for name, unit in running.items():
-        misses_file, stuck_file = state_dir / f"{name}.misses", state_dir / f"{name}.stuck"
         answer = replies.get(f"{name}@{host}")
-        if answer is not None:
-            misses_file.unlink(missing_ok=True)
-            rounds = stuck(answer, stuck_file)
-            if rounds == 0:
-                continue
+        states = state_dir / f"{name}.misses", state_dir / f"{name}.stuck"
+        # Each keeps its own count and drops it when the round does not fail its way.
+        silent, held_rounds = missed(answer, states[0]), stuck(answer, states[1])
+        if silent:
+            rounds, now = silent, f"did not answer a ping within {timeout} s"
+            then = f"did not answer {rounds} pings in a row"
+        elif held_rounds and answer:
             held = len(answer["reserved"])
-            if rounds < failures:
-                print(f"liveness: {unit} holds {held} reserved task(s) and runs none ({rounds} of {failures})")
-                continue
-            stuck_file.unlink(missing_ok=True)
-            print(
-                f"liveness: {unit} has held {held} reserved task(s) and run none of them for {rounds} rounds"
-                " in a row: restarting it (warm shutdown)"
-            )
-            subprocess.run(["systemctl", "restart", "--no-block", unit], check=False)
+            rounds, now = held_rounds, f"holds {held} reserved task(s) and runs none"
+            then = f"has held {held} reserved task(s) and run none of them for {rounds} rounds in a row"
+        else:
             continue
-        stuck_file.unlink(missing_ok=True)
-        misses = int(misses_file.read_text() or 0) + 1 if misses_file.exists() else 1
-        if misses < failures:
-            misses_file.write_text(str(misses))
-            print(f"liveness: {unit} did not answer a ping within {timeout} s ({misses} of {failures})")
+        if rounds < failures:
+            print(f"liveness: {unit} {now} ({rounds} of {failures})")
             continue
-        misses_file.unlink(missing_ok=True)
-        print(f"liveness: {unit} did not answer {misses} pings in a row: restarting it (warm shutdown)")
+        for state in states:
+            state.unlink(missing_ok=True)
+        print(f"liveness: {unit} {then}: restarting it (warm shutdown)")
         subprocess.run(["systemctl", "restart", "--no-block", unit], check=False)
     return 0
 
