@@ -71,7 +71,7 @@ def answers(cli: str, app: str, nodes: list[str], timeout: int) -> dict[str, dic
     """What each node that answered holds and runs, or None when the broker could not be asked."""
     command = [cli, "python", "-c", ASK, app, json.dumps(nodes), str(timeout)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=3 * timeout + 60, check=False)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=2 * timeout + 60, check=False)
     except subprocess.TimeoutExpired:
         return None
     if result.returncode != 0:
