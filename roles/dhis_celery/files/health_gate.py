@@ -9,12 +9,16 @@ that step one host at a time while everything else runs on all hosts at once. On
 passes, the notes the role keeps in `restart_dir` (one file per unit to restart) are removed;
 a failed restart or gate leaves them for the next run.
 It passes when, within `timeout` seconds after the restarts:
-  - every unit is active and running, and has run for `settle` seconds without a restart
+  - every unit, and every unit it restarted (the project's web unit), is active and running,
+    and has run for `settle` seconds without a restart
     (a unit between crash-loop restarts is "activating", and one that just came back has a
     recent start and a higher NRestarts: neither passes);
   - every worker instance answers ping and consumes exactly its queues (asked through the
     project's command, which runs as the application user);
   - Flower, when given, answers 401 without credentials.
+Workers and Flower are asked while the units settle, not after: an answer counts as long as no
+unit has started again since it was given (a restart fails the units' check on its own), so the
+gate ends when the youngest unit has run `settle` seconds, not a question later.
 It prints one JSON object: {"ok": bool, "restarted": [...], "problems": [...], "seconds": float};
 each problem names
 the unit and ends with the last error lines of its journal.
@@ -68,10 +72,14 @@ def journal_tail(unit: str, lines: int = 3) -> str:
     return " | ".join((errors or out)[-lines:]).strip()
 
 
-def unit_problems(units: list[str], first: dict[str, dict[str, str]], settle: float) -> list[str]:
+def unit_problems(
+    states: dict[str, dict[str, str]], first: dict[str, dict[str, str]], settle: float
+) -> tuple[list[str], list[str], float]:
+    """What fails (not running, restarted since `first`), what is still settling, and how many
+    seconds until the youngest unit has run `settle` seconds."""
     now_us = time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
-    problems = []
-    for unit, state in unit_states(units).items():
+    problems, young, wait = [], [], 0.0
+    for unit, state in states.items():
         active, sub = state.get("ActiveState"), state.get("SubState")
         restarts = int(state.get("NRestarts") or 0) - int(first.get(unit, {}).get("NRestarts") or 0)
         age = (now_us - int(state.get("ActiveEnterTimestampMonotonic") or 0)) / 1e6
@@ -80,8 +88,14 @@ def unit_problems(units: list[str], first: dict[str, dict[str, str]], settle: fl
         elif restarts > 0:
             problems.append(f"{unit}: restarted {restarts} time(s) during the check")
         elif age < settle:
-            problems.append(f"{unit}: has run only {age:.1f} s (watching for {settle:.0f} s)")
-    return problems
+            young.append(f"{unit}: has run only {age:.1f} s (watching for {settle:.0f} s)")
+            wait = max(wait, settle - age)
+    return problems, young, wait
+
+
+def starts(states: dict[str, dict[str, str]]) -> dict[str, str]:
+    """When each unit last started: an answer given before a unit started again says nothing of it."""
+    return {unit: state.get("ActiveEnterTimestampMonotonic", "") for unit, state in states.items()}
 
 
 def worker_problems(cli: str, app: str, workers: dict[str, list[str]]) -> list[str]:
@@ -129,21 +143,31 @@ def restart(units: list[str], order: list[str]) -> tuple[list[str], list[str]]:
 def gate(spec: dict) -> dict:
     started = time.monotonic()
     restarted, problems = restart(spec.get("restart", []), spec.get("order") or spec.get("restart", []))
-    units: list[str] = spec["units"]
+    # A unit restarted here that is not the role's own (the project's web unit, on new settings)
+    # is watched like them: a web unit that crash-loops on the new settings fails the gate.
+    units: list[str] = spec["units"] + [unit for unit in restarted if unit not in spec["units"]]
     if problems:
         return report(spec, units, restarted, problems, started)
     deadline = time.monotonic() + float(spec.get("timeout", 90))
     settle = float(spec.get("settle", 5))
     first = unit_states(units)
+    # The unit starts each answer was given under (None: not answered yet).
+    workers_seen: dict[str, str] | None = None
+    flower_seen: dict[str, str] | None = None
     while True:
-        problems = unit_problems(units, first, settle)
-        if not problems:
+        states = unit_states(units)
+        problems, young, wait = unit_problems(states, first, settle)
+        if not problems and workers_seen != starts(states):
             problems = worker_problems(spec["cli"], spec["app"], spec.get("workers", {}))
-        if not problems:
+            workers_seen = None if problems else starts(states)
+        if not problems and flower_seen != starts(states):
             problems = flower_problems(spec.get("flower_url", ""))
+            flower_seen = None if problems else starts(states)
+        problems = problems or young
         if not problems or time.monotonic() > deadline:
             break
-        time.sleep(1)
+        # Only settling left: wake when the youngest unit has run its time, not up to a second later.
+        time.sleep(min(wait, 1.0) if problems is young else 1.0)
     return report(spec, units, restarted, problems, started)
 
 
