@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 import pytest
-from dhis_testlib import admin_redis, http, project_sql, run, wait_for, web
+from dhis_testlib import admin_redis, http, play, project_sql, run, wait_for, web
 
+ROLLBACK = "playbooks/rollback.yml"
 CELERY_UNITS = ["celery-worker@default", "celery-beat", "celery-flower", "celery.target"]
 
 
@@ -69,3 +72,29 @@ def test_role_files_are_gone(host: Any, path: str) -> None:
 
 def test_flower_no_longer_answers(host: Any) -> None:
     assert http(host, "/", port=5555)[0] == 0
+
+
+def test_a_rollback_whose_web_unit_does_not_come_back_fails_naming_it(host: Any) -> None:
+    # The role's drop-in planted again gives the rollback a restart to do; a second drop-in makes
+    # the web unit exit at once, as a project whose own settings no longer load would.
+    web_dir = "/etc/systemd/system/dhis-sync-web.service.d"
+    broken = f"{web_dir}/zz-test-broken.conf"
+    exits = "echo Error: the web side does not load >&2; exit 3"
+    run(host, f"printf '[Service]\\n' > {web_dir}/dhis-celery.conf")
+    run(
+        host,
+        f"printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c %s\\n' {shlex.quote(shlex.quote(exits))} > {broken}",
+    )
+    run(host, "systemctl daemon-reload")
+    try:
+        result = play(host.backend.get_hostname(), {"dhis_celery_health_timeout": 10}, playbook=ROLLBACK)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        failure = r"Health gate failed on .*\(the rollback restarted the web unit .*\): dhis-sync-web\.service: "
+        assert re.search(failure + r".*Error: the web side does not load", output), output[-3000:]
+    finally:
+        run(host, f"rm -f {broken} && systemctl daemon-reload && systemctl reset-failed dhis-sync-web.service")
+        run(host, "systemctl restart dhis-sync-web.service")
+    assert wait_for(lambda: http(host, "/status/")[0] == 200, timeout=30)
+    assert web(host, "/status/")["backend"] == "threads"
+    assert not host.file(f"{web_dir}/dhis-celery.conf").exists
