@@ -36,6 +36,10 @@ class Host:
         for at in sorted(t for t in self.events if t <= self.now):
             self.events.pop(at)(self)
 
+    def start_again(self, unit: str, by_systemd: bool) -> None:
+        self.started[unit] = self.now
+        self.restarts[unit] += 1 if by_systemd else 0
+
     def states(self, units: list[str]) -> dict[str, dict[str, str]]:
         return {
             unit: {
@@ -46,6 +50,11 @@ class Host:
             }
             for unit in units
         }
+
+
+def crash(unit: str) -> Callable[[Host], None]:
+    """An event: systemd restarts the unit (its process exited)."""
+    return lambda host: host.start_again(unit, by_systemd=True)
 
 
 def run(
@@ -101,10 +110,7 @@ def test_an_answer_given_before_a_unit_started_again_is_asked_again(
     gate: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stopped and started by hand during the gate (no NRestarts): the unit's new process is asked again.
-    def start_again(host: Host) -> None:
-        host.started["worker.service"] = host.now
-
-    host = Host({"worker.service": 98.0}, {102.0: start_again})
+    host = Host({"worker.service": 98.0}, {102.0: lambda h: h.start_again("worker.service", by_systemd=False)})
     outcome = run(gate, monkeypatch, host, lambda _host: [])
     assert outcome["ok"], outcome
     assert len(host.asked) == 2
@@ -115,11 +121,7 @@ def test_an_answer_given_before_a_unit_started_again_is_asked_again(
 def test_a_unit_restarted_by_systemd_during_the_gate_fails_it_whatever_the_workers_answered(
     gate: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(host: Host) -> None:
-        host.started["worker.service"] = host.now
-        host.restarts["worker.service"] += 1
-
-    host = Host({"worker.service": 99.0}, {102.0: crash})
+    host = Host({"worker.service": 99.0}, {102.0: crash("worker.service")})
     outcome = run(gate, monkeypatch, host, lambda _host: [])
     assert not outcome["ok"]
     assert outcome["problems"] == ["worker.service: restarted 1 time(s) during the check: "]
@@ -138,11 +140,7 @@ def test_a_worker_that_never_answers_fails_the_gate_naming_it(
 def test_the_web_unit_it_restarted_is_watched_like_the_celery_units(
     gate: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(host: Host) -> None:
-        host.started["web.service"] = host.now
-        host.restarts["web.service"] += 1
-
-    host = Host({"worker.service": 50.0, "web.service": 100.0}, {101.5: crash})
+    host = Host({"worker.service": 50.0, "web.service": 100.0}, {101.5: crash("web.service")})
     outcome = run(gate, monkeypatch, host, lambda _host: [], restart=("web.service",))
     assert not outcome["ok"]
     assert outcome["restarted"] == ["web.service"]
