@@ -156,18 +156,20 @@ def gate(spec: dict) -> dict:
     flower_seen: dict[str, str] | None = None
     while True:
         states = unit_states(units)
+        now_started = starts(states)
         problems, young, wait = unit_problems(states, first, settle)
-        if not problems and workers_seen != starts(states):
+        if not problems and workers_seen != now_started:
             problems = worker_problems(spec["cli"], spec["app"], spec.get("workers", {}))
-            workers_seen = None if problems else starts(states)
-        if not problems and flower_seen != starts(states):
+            workers_seen = None if problems else now_started
+        if not problems and flower_seen != now_started:
             problems = flower_problems(spec.get("flower_url", ""))
-            flower_seen = None if problems else starts(states)
+            flower_seen = None if problems else now_started
+        # Only settling left: wake when the youngest unit has run its time, not up to a second later.
+        pause = min(wait, 1.0) if not problems else 1.0
         problems = problems or young
         if not problems or time.monotonic() > deadline:
             break
-        # Only settling left: wake when the youngest unit has run its time, not up to a second later.
-        time.sleep(min(wait, 1.0) if problems is young else 1.0)
+        time.sleep(pause)
     return report(spec, units, restarted, problems, started)
 
 
