@@ -98,3 +98,21 @@ def test_a_rollback_whose_web_unit_does_not_come_back_fails_naming_it(host: Any)
     assert wait_for(lambda: http(host, "/status/")[0] == 200, timeout=30)
     assert web(host, "/status/")["backend"] == "threads"
     assert not host.file(f"{web_dir}/dhis-celery.conf").exists
+
+
+def test_a_rollback_in_check_mode_names_the_web_restart_and_does_none(host: Any) -> None:
+    # The role's drop-in planted again: the rollback would remove it and restart the web unit.
+    dropin = "/etc/systemd/system/dhis-sync-web.service.d/dhis-celery.conf"
+    run(host, f"printf '[Service]\\n' > {dropin} && systemctl daemon-reload")
+    started = run(host, "systemctl show -p ActiveEnterTimestampMonotonic dhis-sync-web.service")
+    try:
+        result = play(host.backend.get_hostname(), {}, "--check", playbook=ROLLBACK)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        # The task's header, then (after profile_tasks' timestamp line) its result.
+        would = r"TASK \[dhis_celery : Rollback \| The web unit would restart[^\n]*\n(?:[^\n]*\n){0,2}changed: \["
+        assert re.search(would, output), output[-3000:]
+        assert host.file(dropin).exists
+        assert run(host, "systemctl show -p ActiveEnterTimestampMonotonic dhis-sync-web.service") == started
+    finally:
+        run(host, f"rm -f {dropin} && systemctl daemon-reload")
