@@ -448,6 +448,10 @@ def targets(results: Results) -> list[tuple[str, str, str, bool]]:
         if "floor_5" in results.cluster:
             bound = results.cluster["floor_5"] / results.cluster["floor_1"]
             measured += f" (Ansible's floor on the same hosts: {bound:.2f})"
+        if "cpu_noop_5" in results.cluster:
+            k = results.cluster
+            busy = k["cpu_noop_5"] / (k["noop_5"] * k["cores"])
+            measured += f"; the 5-host run kept the {k['cores']:.0f} cores {busy:.0%} busy"
         rows.append(("No-change run, 5 hosts / 1 host (cluster scenario)", measured, "≤ 1.5", ratio <= 1.5))
     if INVENTORIES_LAYOUT in t:
         share = t[INVENTORIES_LAYOUT]["io"] / (results.concurrency[INVENTORIES_LAYOUT] / 0.1)
@@ -553,6 +557,13 @@ def table(results: Results, runs: int) -> str:
                 f"| Ansible's floor (minimal facts, a ping) on 1 / 5 of the same hosts (s) "
                 f"| | {k['floor_1']:.1f} / {k['floor_5']:.1f} | |"
             )
+        if "cpu_noop_5" in k:
+            for run, name in (("noop", "the no-change run"), ("floor", "Ansible's floor")):
+                rows.append(
+                    f"| CPU of {name} on 1 / 5 hosts: the machine's ({k['cores']:.0f} cores: the containers and "
+                    f"the controller), of which the controller's (CPU s) | | {k[f'cpu_{run}_1']:.1f} / "
+                    f"{k[f'cpu_{run}_5']:.1f}, of which {k[f'ctl_{run}_1']:.1f} / {k[f'ctl_{run}_5']:.1f} | |"
+                )
         rows.append(f"| Run on the 5 hosts that changes a worker setting (s) | | {k['changed_5']:.1f} | |")
         rows.append(f"| The run that changes it back (s) | | {k['restore_5']:.1f} | |")
     g, r = results.round_trip["guide's worker"], results.round_trip["role"]
