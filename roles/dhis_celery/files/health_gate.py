@@ -1,7 +1,7 @@
 """The dhis_celery health gate: prove that what the role started runs, or say which unit does not.
 
 Run by the role as root with the system Python in isolated mode, at the end of every converge:
-    python3 -I - '{"units": [...], "restart": [...], "workers": {...}, ...}' < health_gate.py
+    python3 -I -c "$(cat health_gate.py)" '{"units": [...], "restart": [...], "workers": {...}, ...}'
 It first restarts the units listed in `restart`, one at a time in the order of `order` (each
 `systemctl restart` returns once the unit is up again; a worker's is a warm shutdown), and stops
 at the first that fails. Restart and gate are one step so that site.yml's rolling play can run
